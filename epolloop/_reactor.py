@@ -1,0 +1,454 @@
+"""The reactor in pure Python: one epoll instance, one timerfd, one eventfd.
+
+This is the readable reference for the reactor contract (see DESIGN.md); the C core implements
+the same methods with the same semantics. ``Loop`` inherits from the live core's ``Reactor``,
+so the public scheduling methods below *are* the loop's methods, with no layer in between.
+
+The contract
+------------
+Public, with asyncio's signatures and errors: ``time``, ``call_soon``, ``call_soon_threadsafe``,
+``call_later``, ``call_at``, ``add_reader``, ``remove_reader``, ``add_writer``, ``remove_writer``,
+``stop``, ``get_debug``, ``_timer_handle_cancelled`` (asyncio's TimerHandle calls it).
+For the loop: ``_run_until_stopped()`` runs steps until ``stop()``; ``_close_reactor()`` releases
+the kernel objects; ``_closed``, ``_debug``, ``_stopping``, ``_thread_id`` and
+``_current_handle`` are state the two share. The loop provides ``_report_slow_callback(handle,
+seconds)`` and ``call_exception_handler``, which debug mode and handles call back into.
+
+One step of the loop
+--------------------
+1. Wait in epoll_wait: not at all when callbacks are ready or a stop is pending, otherwise until
+   something happens. Timers wake us through the timerfd, other threads through the eventfd, so
+   the timeout is always 0 or -1 and no deadline is ever rounded to milliseconds.
+2. Queue the callbacks of every ready fd, then every timer whose deadline has passed, in
+   deadline order (equal deadlines in call order).
+3. Run exactly the callbacks that were queued when step 2 ended. What they schedule runs in
+   the next step, after another look at I/O: asyncio's fairness rule, which user code (and the
+   ordering guarantees of Futures and Tasks) relies on.
+
+What we rely on from the kernel, and the traps around it
+--------------------------------------------------------
+* Level-triggered epoll: a ready fd is reported again on every wait until it is drained, so a
+  reader may consume as much or as little as it likes; nothing is lost between steps.
+* EPOLLERR and EPOLLHUP are reported whether or not they were asked for. As asyncio does, any
+  event other than "writable" wakes the reader and any other than "readable" wakes the writer,
+  so the callback sees the error when it touches the fd.
+* A registration belongs to the open file *description*, not to the fd number. Closing an fd
+  silently removes the registration only when no other fd (a dup, a forked child's copy) still
+  refers to the description; otherwise events keep arriving under the old number and cannot be
+  removed through it. Unregister before closing; we cannot defend against a description kept
+  alive elsewhere.
+* An fd closed without unregistering leaves our table with a stale entry. If its number is
+  reused, EPOLL_CTL_MOD answers ENOENT: we drop the stale callbacks and register afresh, so a
+  new file never inherits an old file's callback. That is also why adding a reader always
+  issues an epoll_ctl, even when the interest set does not change.
+* timerfd with TFD_TIMER_ABSTIME on CLOCK_MONOTONIC, the clock behind time.monotonic(): the
+  deadline handed to the kernel is exactly the heap's, rounded up to the nanosecond, so a timer
+  never fires early and is late only by the scheduler's wake-up latency. An expired one-shot
+  timerfd stays readable until read, so we acknowledge it when it fires and arm it again only
+  when the earliest live deadline differs from the one the kernel holds.
+* eventfd: writes add to a counter, one read drains it. Other threads write it only while the
+  loop may be inside epoll_wait (``_polling``); the loop sets that flag *before* its last look at
+  the ready queue, so a callback appended after that look always comes with a write.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import os
+import threading
+from asyncio import coroutines
+from asyncio.events import Handle, TimerHandle
+from collections.abc import Callable
+from contextvars import Context
+from heapq import heapify, heappop, heappush
+from time import monotonic
+from typing import Any
+
+from . import _linux
+from ._linux import EPOLLIN, EPOLLOUT
+
+# Compact the timer heap when more than half of it (and more than this many) is cancelled.
+_MIN_TIMERS_TO_COMPACT = 100
+
+_READ, _WRITE = 0, 1
+_INTEREST = (EPOLLIN, EPOLLOUT)
+# Everything but "writable" concerns the reader, everything but "readable" the writer.
+_WAKES_READER = ~EPOLLOUT
+_WAKES_WRITER = ~EPOLLIN
+
+
+def _fileobj_to_fd(fileobj: Any) -> int:
+    """An fd number from an int or an object with fileno(), with the errors selectors raise."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+class Reactor:
+    """The reactor core in pure Python; ``Loop`` derives from it."""
+
+    def __init__(self) -> None:
+        self._closed = True  # until every kernel object exists (Loop.__del__ looks at it)
+        # Kernel objects. The epoll instance watches user fds plus our timerfd and eventfd.
+        with contextlib.ExitStack() as undo:
+            self._epoll = _linux.epoll()
+            undo.callback(self._epoll.close)
+            self._timer_fd = _linux.timerfd_create()
+            undo.callback(os.close, self._timer_fd)
+            self._wakeup_fd = _linux.eventfd()
+            undo.callback(os.close, self._wakeup_fd)
+            self._epoll.register(self._timer_fd, EPOLLIN)
+            self._epoll.register(self._wakeup_fd, EPOLLIN)
+            undo.pop_all()
+        # fd -> [reader handle or None, writer handle or None]; an entry exists exactly while
+        # the fd is registered with epoll.
+        self._watchers: dict[int, list[Handle | None]] = {}
+        # Callbacks to run in the next step, in order. deque.append is atomic, which is what
+        # makes call_soon_threadsafe safe without a lock.
+        self._ready: collections.deque[Handle] = collections.deque()
+        # Timers: a heap of (deadline, sequence, handle); the sequence keeps equal deadlines in
+        # call order. Cancelled entries stay until they reach the top or compaction.
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._timer_sequence = itertools.count()
+        self._cancelled_timers = 0
+        self._armed_deadline: float | None = None  # what the timerfd holds, None if disarmed
+        # Loop state shared with Loop.
+        self._polling = False  # inside (or about to enter) a blocking epoll_wait
+        self._stopping = False
+        self._debug = False
+        self._thread_id: int | None = None
+        self._current_handle: Handle | None = None
+        self._closed = False
+
+    # -- time and callbacks -------------------------------------------------------------------
+
+    def time(self) -> float:
+        """The loop's clock: time.monotonic(), at full resolution."""
+        return monotonic()
+
+    def get_debug(self) -> bool:
+        return self._debug
+
+    def call_soon(
+        self, callback: Callable[..., object], *args: Any, context: Context | None = None
+    ) -> Handle:
+        """Run callback(*args) in the next step, after callbacks already scheduled."""
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug or not callable(callback):
+            self._check_callback(callback, "call_soon")
+        handle = Handle(callback, args, self, context)
+        if self._debug:
+            self._trim_source_traceback(handle)
+        self._ready.append(handle)
+        return handle
+
+    def call_soon_threadsafe(
+        self, callback: Callable[..., object], *args: Any, context: Context | None = None
+    ) -> Handle:
+        """call_soon from any thread: wakes the loop if it may be asleep."""
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug or not callable(callback):
+            self._check_callback(callback, "call_soon_threadsafe", check_thread=False)
+        handle = Handle(callback, args, self, context)
+        if self._debug:
+            self._trim_source_traceback(handle)
+        self._ready.append(handle)
+        if self._polling:
+            _linux.eventfd_signal(self._wakeup_fd)
+        return handle
+
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: Context | None = None,
+    ) -> TimerHandle:
+        """Run callback(*args) *delay* seconds from now (at once if delay <= 0)."""
+        if delay is None:
+            raise TypeError("delay must not be None")
+        return self._schedule(monotonic() + delay, callback, args, context, "call_later")
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: Context | None = None,
+    ) -> TimerHandle:
+        """Run callback(*args) when loop.time() reaches *when*."""
+        if not isinstance(when, (int, float)):
+            raise TypeError(f"when must be a number, got {when!r}")
+        return self._schedule(when, callback, args, context, "call_at")
+
+    def _schedule(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: Context | None,
+        method: str,
+    ) -> TimerHandle:
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug or not callable(callback):
+            self._check_callback(callback, method)
+        timer = TimerHandle(when, callback, args, self, context)
+        if self._debug:
+            self._trim_source_traceback(timer)
+        heappush(self._timers, (when, next(self._timer_sequence), timer))
+        timer._scheduled = True
+        return timer
+
+    def _timer_handle_cancelled(self, handle: TimerHandle) -> None:
+        if handle._scheduled:
+            self._cancelled_timers += 1
+
+    def _check_callback(self, callback: object, method: str, check_thread: bool = True) -> None:
+        # Callers come here only in debug mode or for a callback that cannot be called: what
+        # cannot be called is always refused, debug mode adds asyncio's fuller checks.
+        if self._debug:
+            if check_thread:
+                self._check_thread()
+            if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+                raise TypeError(f"coroutines cannot be used with {method}()")
+        if not callable(callback):
+            if coroutines.iscoroutine(callback):
+                raise TypeError(f"coroutines cannot be used with {method}()")
+            raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
+
+    def _check_thread(self) -> None:
+        """In debug mode, refuse non-thread-safe calls from a thread other than the loop's."""
+        if self._thread_id is not None and self._thread_id != threading.get_ident():
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other than the current one"
+            )
+
+    @staticmethod
+    def _trim_source_traceback(handle: Handle) -> None:
+        # Debug mode records where a handle was created; end that record at the caller of the
+        # loop, not inside this module.
+        frames = handle._source_traceback
+        while frames and frames[-1].filename == __file__:
+            del frames[-1]
+
+    # -- file descriptors ---------------------------------------------------------------------
+
+    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        """Call callback(*args) whenever *fd* is readable (replacing any previous reader)."""
+        self._watch(_fileobj_to_fd(fd), _READ, callback, args)
+
+    def add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        """Call callback(*args) whenever *fd* is writable (replacing any previous writer)."""
+        self._watch(_fileobj_to_fd(fd), _WRITE, callback, args)
+
+    def remove_reader(self, fd: Any) -> bool:
+        """Stop watching *fd* for reading; True if a reader was registered."""
+        return self._unwatch(_fileobj_to_fd(fd), _READ)
+
+    def remove_writer(self, fd: Any) -> bool:
+        """Stop watching *fd* for writing; True if a writer was registered."""
+        return self._unwatch(_fileobj_to_fd(fd), _WRITE)
+
+    def _watch(
+        self, fd: int, direction: int, callback: Callable[..., object], args: tuple[Any, ...]
+    ) -> None:
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        if self._debug or not callable(callback):
+            self._check_callback(callback, ("add_reader", "add_writer")[direction])
+        handle = Handle(callback, args, self, None)
+        watchers = self._watchers.get(fd)
+        if watchers is None:
+            self._epoll.register(fd, _INTEREST[direction])  # bad fds fail here, table untouched
+            watchers = self._watchers[fd] = [None, None]
+        else:
+            try:
+                self._epoll.modify(fd, _INTEREST[direction] | _interest(watchers, 1 - direction))
+            except FileNotFoundError:
+                # The fd was closed without being unwatched and its number reused: the kernel
+                # dropped the old registration with the old file. Start afresh.
+                self._forget(fd)
+                self._epoll.register(fd, _INTEREST[direction])
+                watchers = self._watchers[fd] = [None, None]
+            except OSError:
+                self._forget(fd)
+                raise
+        previous = watchers[direction]
+        watchers[direction] = handle
+        if previous is not None:
+            previous.cancel()
+
+    def _unwatch(self, fd: int, direction: int) -> bool:
+        if self._closed:
+            return False
+        watchers = self._watchers.get(fd)
+        if watchers is None or watchers[direction] is None:
+            return False
+        watchers[direction].cancel()  # type: ignore[union-attr]
+        watchers[direction] = None
+        other = 1 - direction
+        if watchers[other] is None:
+            del self._watchers[fd]
+            try:
+                self._epoll.unregister(fd)
+            except OSError:
+                pass  # already closed: the registration went with the file
+        else:
+            try:
+                self._epoll.modify(fd, _INTEREST[other])
+            except OSError:
+                # Closed while the other direction was still watched: nothing can fire.
+                self._forget(fd)
+        return True
+
+    def _forget(self, fd: int) -> None:
+        """Drop a stale table entry whose kernel registration is already gone."""
+        for handle in self._watchers.pop(fd):
+            if handle is not None:
+                handle.cancel()
+
+    # -- running ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop after the current step (or after one step, if called before running)."""
+        self._stopping = True
+
+    def _run_until_stopped(self) -> None:
+        run_once = self._run_once
+        while True:
+            run_once()
+            if self._stopping:
+                break
+
+    def _run_once(self) -> None:
+        # Hot path: runs once per loop iteration; locals on purpose.
+        ready = self._ready
+        timers = self._timers
+        if self._cancelled_timers > _MIN_TIMERS_TO_COMPACT and (
+            2 * self._cancelled_timers > len(timers)
+        ):
+            self._compact_timers()
+
+        if ready or self._stopping:
+            timeout = 0
+        else:
+            self._polling = True
+            if ready:  # a thread appended between our first look and the flag
+                timeout = 0
+            else:
+                timeout = -1
+                if timers:
+                    self._arm_timerfd()
+        try:
+            events = self._epoll.poll(timeout)
+        finally:
+            self._polling = False
+
+        append = ready.append
+        if events:
+            watching = self._watchers
+            for fd, mask in events:
+                watchers = watching.get(fd)
+                if watchers is not None:
+                    if mask & _WAKES_READER and (reader := watchers[_READ]) is not None:
+                        if reader._cancelled:
+                            self._unwatch(fd, _READ)
+                        else:
+                            append(reader)
+                    if mask & _WAKES_WRITER and (writer := watchers[_WRITE]) is not None:
+                        if writer._cancelled:
+                            self._unwatch(fd, _WRITE)
+                        else:
+                            append(writer)
+                elif fd == self._timer_fd:
+                    _linux.timerfd_acknowledge(fd)
+                    self._armed_deadline = None
+                elif fd == self._wakeup_fd:
+                    _linux.eventfd_drain(fd)
+
+        if timers:
+            now = monotonic()
+            while timers and timers[0][0] <= now:
+                timer = heappop(timers)[2]
+                timer._scheduled = False
+                if timer._cancelled:
+                    self._cancelled_timers -= 1
+                else:
+                    append(timer)
+
+        if self._debug:
+            self._run_ready_debug(len(ready))
+            return
+        popleft = ready.popleft
+        for _ in range(len(ready)):
+            handle = popleft()
+            if not handle._cancelled:
+                handle._run()
+
+    def _run_ready_debug(self, count: int) -> None:
+        """The run phase in debug mode: time every callback and report the slow ones."""
+        popleft = self._ready.popleft
+        for _ in range(count):
+            handle = popleft()
+            if handle._cancelled:
+                continue
+            self._current_handle = handle
+            try:
+                started = monotonic()
+                handle._run()
+                elapsed = monotonic() - started
+                if elapsed >= self.slow_callback_duration:  # type: ignore[attr-defined]
+                    self._report_slow_callback(handle, elapsed)  # type: ignore[attr-defined]
+            finally:
+                self._current_handle = None
+
+    def _arm_timerfd(self) -> None:
+        """Point the timerfd at the earliest live deadline, if it does not already."""
+        timers = self._timers
+        while timers and timers[0][2]._cancelled:
+            heappop(timers)[2]._scheduled = False
+            self._cancelled_timers -= 1
+        if timers:
+            deadline = timers[0][0]
+            if deadline != self._armed_deadline:
+                _linux.timerfd_arm_at(self._timer_fd, deadline)
+                self._armed_deadline = deadline
+
+    def _compact_timers(self) -> None:
+        timers = self._timers
+        live = []
+        for entry in timers:
+            if entry[2]._cancelled:
+                entry[2]._scheduled = False
+            else:
+                live.append(entry)
+        timers[:] = live  # in place: the run step holds a reference to this list
+        heapify(timers)
+        self._cancelled_timers = 0
+
+    def _close_reactor(self) -> None:
+        """Forget every callback and release the kernel objects."""
+        self._ready.clear()
+        for _, _, timer in self._timers:
+            timer._scheduled = False
+        self._timers.clear()
+        self._watchers.clear()
+        self._epoll.close()
+        os.close(self._timer_fd)
+        os.close(self._wakeup_fd)
+
+
+def _interest(watchers: list[Handle | None], direction: int) -> int:
+    return _INTEREST[direction] if watchers[direction] is not None else 0
