@@ -1,0 +1,145 @@
+"""Every test runs on every loop: epolloop, stock asyncio (the reference) and uvloop when it is
+installed. ``--loop module:callable`` adds any other loop factory, so the suite doubles as a
+conformance suite for asyncio loops; ``--loops a,b`` keeps only the named ones.
+
+Async tests get their loop from pytest-asyncio, through the ``pytest_asyncio_loop_factories``
+hook below. Synchronous tests that drive a loop themselves take the ``new_loop`` fixture.
+
+As in uvloop's suite, a test fails if its loop logged an error through the default exception
+handler (the 'asyncio' logger at ERROR) unless it says it expects that with
+``@pytest.mark.loop_errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import epolloop
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def _available_loops() -> dict[str, LoopFactory]:
+    loops: dict[str, LoopFactory] = {
+        "epolloop": epolloop.new_event_loop,
+        "asyncio": asyncio.SelectorEventLoop,
+    }
+    try:
+        import uvloop
+    except ImportError:
+        pass
+    else:
+        loops["uvloop"] = uvloop.new_event_loop
+    return loops
+
+
+def _load_factory(spec: str) -> LoopFactory:
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise pytest.UsageError(f"--loop expects module:callable, got {spec!r}")
+    factory = getattr(importlib.import_module(module_name), attribute)
+    if not callable(factory):
+        raise pytest.UsageError(f"--loop {spec}: {factory!r} is not callable")
+    return factory
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("loops", "event loops under test")
+    group.addoption(
+        "--loop",
+        action="append",
+        default=[],
+        metavar="MODULE:CALLABLE",
+        help="also run every test on this event loop factory",
+    )
+    group.addoption(
+        "--loops",
+        default=None,
+        metavar="NAME,...",
+        help="run only on these loops (names: epolloop, asyncio, uvloop, or a --loop spec)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "loop_errors: the test expects its loop to log errors (exception handler)"
+    )
+    loops = _available_loops()
+    for spec in config.getoption("--loop"):
+        loops[spec] = _load_factory(spec)
+    wanted = config.getoption("--loops")
+    if wanted:
+        names = [name.strip() for name in wanted.split(",") if name.strip()]
+        unknown = [name for name in names if name not in loops]
+        if unknown:
+            raise pytest.UsageError(f"--loops: unknown or unavailable loops {unknown}")
+        loops = {name: loops[name] for name in names}
+    config.stash[_LOOPS] = loops
+
+
+_LOOPS = pytest.StashKey[dict[str, LoopFactory]]()
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, LoopFactory]:
+    return config.stash[_LOOPS]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "loop_factory" in metafunc.fixturenames:
+        loops = metafunc.config.stash[_LOOPS]
+        metafunc.parametrize("loop_factory", list(loops.values()), ids=list(loops))
+
+
+@pytest.fixture
+def new_loop(loop_factory: LoopFactory) -> Iterator[LoopFactory]:
+    """Make loops of the parametrised kind; each is closed after the test if still open."""
+    made: list[asyncio.AbstractEventLoop] = []
+
+    def make() -> asyncio.AbstractEventLoop:
+        loop = loop_factory()
+        made.append(loop)
+        return loop
+
+    yield make
+    for loop in made:
+        if not loop.is_closed() and not loop.is_running():
+            loop.close()
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def loop_name(request: pytest.FixtureRequest) -> str:
+    """The name of the loop this test runs on: 'epolloop', 'asyncio', 'uvloop', ..."""
+    params = request.node.callspec.params
+    factory = params.get("loop_factory", params.get("_asyncio_loop_factory"))
+    return next(name for name, made in request.config.stash[_LOOPS].items() if made is factory)
+
+
+class _ErrorRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_loop_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    recorder = _ErrorRecorder()
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(recorder)
+    try:
+        yield
+    finally:
+        asyncio_logger.removeHandler(recorder)
+    if recorder.records and request.node.get_closest_marker("loop_errors") is None:
+        messages = "\n---\n".join(record.getMessage() for record in recorder.records)
+        pytest.fail(f"the loop logged unexpected errors:\n{messages}")
