@@ -55,11 +55,21 @@ def eventfd_drain(fd: int) -> None:
         pass
 
 
+# The latest deadline handed to the kernel (~146 years of uptime): later ones, infinity and NaN
+# are clamped to it; if it ever fires, the reactor finds nothing due and arms it again.
+_FAR_FUTURE_NS = 1 << 62
+
+
 def _deadline_ns(deadline: float) -> int:
-    # Round up, never down: a timer must not fire before its deadline. A deadline at or
-    # before the clock's epoch would read as "disarm" (0) or be refused (< 0), and it is
-    # already due anyway, so the earliest representable instant stands in for it.
-    return max(math.ceil(deadline * 1e9), 1)
+    ns = deadline * 1e9
+    if ns < 1:
+        # At or before the clock's epoch (even -inf): already due. 0 would mean "disarm" and
+        # a negative value is refused, so the earliest representable instant stands in.
+        return 1
+    if not ns < _FAR_FUTURE_NS:  # also true for NaN
+        return _FAR_FUTURE_NS
+    # Round up, never down: a timer must not fire before its deadline.
+    return math.ceil(ns)
 
 
 def timerfd_acknowledge(fd: int) -> None:

@@ -63,6 +63,7 @@ from asyncio.events import Handle, TimerHandle
 from collections.abc import Callable
 from contextvars import Context
 from heapq import heapify, heappop, heappush
+from numbers import Real
 from time import monotonic
 from typing import Any
 
@@ -123,6 +124,7 @@ class Reactor:
         self._armed_deadline: float | None = None  # what the timerfd holds, None if disarmed
         # Loop state shared with Loop.
         self._polling = False  # inside (or about to enter) a blocking epoll_wait
+        self._wakeup_lock = threading.Lock()
         self._stopping = False
         self._debug = False
         self._thread_id: int | None = None
@@ -165,7 +167,11 @@ class Reactor:
             self._trim_source_traceback(handle)
         self._ready.append(handle)
         if self._polling:
-            _linux.eventfd_signal(self._wakeup_fd)
+            # The lock (taken only when the loop may sleep) keeps this write from racing
+            # close(): a closed eventfd's number may already belong to another file.
+            with self._wakeup_lock:
+                if not self._closed:
+                    _linux.eventfd_signal(self._wakeup_fd)
         return handle
 
     def call_later(
@@ -188,7 +194,7 @@ class Reactor:
         context: Context | None = None,
     ) -> TimerHandle:
         """Run callback(*args) when loop.time() reaches *when*."""
-        if not isinstance(when, (int, float)):
+        if not isinstance(when, (int, float, Real)):
             raise TypeError(f"when must be a number, got {when!r}")
         return self._schedule(when, callback, args, context, "call_at")
 
@@ -439,7 +445,7 @@ class Reactor:
         self._cancelled_timers = 0
 
     def _close_reactor(self) -> None:
-        """Forget every callback and release the kernel objects."""
+        """Mark the loop closed, forget every callback and release the kernel objects."""
         self._ready.clear()
         for _, _, timer in self._timers:
             timer._scheduled = False
@@ -447,7 +453,9 @@ class Reactor:
         self._watchers.clear()
         self._epoll.close()
         os.close(self._timer_fd)
-        os.close(self._wakeup_fd)
+        with self._wakeup_lock:
+            self._closed = True
+            os.close(self._wakeup_fd)
 
 
 def _interest(watchers: list[Handle | None], direction: int) -> int:

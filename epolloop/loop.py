@@ -157,7 +157,6 @@ class Loop(Reactor, AbstractEventLoop):
             return
         if self._debug:
             logger.debug("Close %r", self)
-        self._closed = True
         self._close_reactor()
         self._executor_shutdown_called = True
         executor = self._default_executor

@@ -8,6 +8,9 @@ hook below. Synchronous tests that drive a loop themselves take the ``new_loop``
 As in uvloop's suite, a test fails if its loop logged an error through the default exception
 handler (the 'asyncio' logger at ERROR) unless it says it expects that with
 ``@pytest.mark.loop_errors``.
+
+A test of a guarantee epolloop makes beyond asyncio's (asyncio leaves the matter undefined or
+gets it wrong) says so with ``@pytest.mark.epolloop_only``: it then runs on epolloop alone.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "loop_errors: the test expects its loop to log errors (exception handler)"
     )
+    config.addinivalue_line(
+        "markers", "epolloop_only: a guarantee beyond asyncio's; runs on epolloop alone"
+    )
     loops = _available_loops()
     for spec in config.getoption("--loop"):
         loops[spec] = _load_factory(spec)
@@ -85,15 +91,22 @@ def pytest_configure(config: pytest.Config) -> None:
 _LOOPS = pytest.StashKey[dict[str, LoopFactory]]()
 
 
+def _loops_for(config: pytest.Config, item: pytest.Item) -> dict[str, LoopFactory]:
+    loops = config.stash[_LOOPS]
+    if item.get_closest_marker("epolloop_only") is not None:
+        return {"epolloop": epolloop.new_event_loop}
+    return loops
+
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, LoopFactory]:
-    return config.stash[_LOOPS]
+    return _loops_for(config, item)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "loop_factory" in metafunc.fixturenames:
-        loops = metafunc.config.stash[_LOOPS]
+        loops = _loops_for(metafunc.config, metafunc.definition)
         metafunc.parametrize("loop_factory", list(loops.values()), ids=list(loops))
 
 
@@ -119,6 +132,8 @@ def loop_name(request: pytest.FixtureRequest) -> str:
     """The name of the loop this test runs on: 'epolloop', 'asyncio', 'uvloop', ..."""
     params = request.node.callspec.params
     factory = params.get("loop_factory", params.get("_asyncio_loop_factory"))
+    if factory is epolloop.new_event_loop:
+        return "epolloop"
     return next(name for name, made in request.config.stash[_LOOPS].items() if made is factory)
 
 

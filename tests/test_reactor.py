@@ -1,0 +1,759 @@
+"""epolloop only: the kernel layer (_linux) and the reactor's own guarantees (DESIGN.md, "The
+reactor contract"). These use epolloop directly and are not run on the other loops.
+
+Steps are driven by hand with ``loop._run_once()`` where a test needs to see one iteration.
+A blocking step (epoll_wait with timeout -1) is made to return at once by keeping a
+"wake" socket readable with a reader registered on it; waits are on events, never on sleeps.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import importlib.util
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import epolloop
+from epolloop import _linux
+
+_GUARD = 30.0  # seconds: a failure guard, never a synchronisation
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        assert exc.errno == errno.EBADF
+        return False
+    return True
+
+
+def _readable(fd: int, timeout: float = 0) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+@pytest.fixture
+def loop() -> Iterator[epolloop.Loop]:
+    loop = epolloop.new_event_loop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+@pytest.fixture
+def wake(loop: epolloop.Loop) -> Iterator[socket.socket]:
+    """Keeps the loop's blocking waits short: a readable socket with a do-nothing reader, so
+    epoll_wait(-1) returns at once and every step still takes the blocking path."""
+    a, b = socket.socketpair()
+    b.sendall(b"w")
+    loop.add_reader(a, lambda: None)
+    try:
+        yield a
+    finally:
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+
+
+def _socketpair_at(fd: int) -> tuple[socket.socket, socket.socket]:
+    """A connected socketpair whose first socket has the fd number *fd* (which is free)."""
+    first, second = socket.socketpair()
+    if first.fileno() != fd:
+        os.dup2(first.fileno(), fd, inheritable=False)
+        first.close()
+        first = socket.socket(fileno=fd)
+    first.setblocking(False)
+    second.setblocking(False)
+    return first, second
+
+
+# -- the kernel layer ------------------------------------------------------------------------
+
+
+def _load_ctypes_linux() -> ModuleType:
+    """A private copy of epolloop._linux built as if os.timerfd_* did not exist (the path
+    Python < 3.13 takes), so both timerfd implementations are tested on every interpreter."""
+    saved = {name: getattr(os, name) for name in dir(os) if name.startswith("timerfd_")}
+    spec = importlib.util.spec_from_file_location("_epolloop_linux_ctypes", _linux.__file__)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    try:
+        for name in saved:
+            delattr(os, name)
+        spec.loader.exec_module(module)
+    finally:
+        for name, value in saved.items():
+            setattr(os, name, value)
+    return module
+
+
+@pytest.fixture(params=["live", "ctypes"])
+def linux(request: pytest.FixtureRequest) -> ModuleType:
+    return _linux if request.param == "live" else _load_ctypes_linux()
+
+
+@pytest.fixture
+def timer_fd(linux: ModuleType) -> Iterator[int]:
+    fd = linux.timerfd_create()
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def test_timerfd_arm_at_closed_fd_is_ebadf(linux: ModuleType) -> None:
+    fd = linux.timerfd_create()
+    os.close(fd)
+    with pytest.raises(OSError) as info:
+        linux.timerfd_arm_at(fd, time.monotonic() + 1)
+    assert info.value.errno == errno.EBADF
+
+
+def test_timerfd_arm_at_non_timer_fd_is_einval(linux: ModuleType) -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(OSError) as info:
+            linux.timerfd_arm_at(r, time.monotonic() + 1)
+        assert info.value.errno == errno.EINVAL
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_timerfd_is_nonblocking_and_cloexec(timer_fd: int) -> None:
+    assert not os.get_blocking(timer_fd)
+    assert not os.get_inheritable(timer_fd)
+
+
+def test_timerfd_fires_at_absolute_deadline_not_before(linux: ModuleType, timer_fd: int) -> None:
+    ep = select.epoll()
+    try:
+        ep.register(timer_fd, select.EPOLLIN)
+        deadline = time.monotonic() + 0.05
+        linux.timerfd_arm_at(timer_fd, deadline)
+        early = _readable(timer_fd)
+        checked_at = time.monotonic()
+        assert not early or checked_at >= deadline, "fired before its deadline"
+        events = ep.poll(_GUARD)
+        woke = time.monotonic()
+        assert events == [(timer_fd, select.EPOLLIN)]
+        assert woke >= deadline
+        assert int.from_bytes(os.read(timer_fd, 8), "little") == 1
+    finally:
+        ep.close()
+
+
+def test_timerfd_deadline_is_rounded_up(linux: ModuleType, timer_fd: int) -> None:
+    # A deadline a fraction of a nanosecond past an integer nanosecond count must not fire at
+    # the nanosecond below it: absolute deadlines are rounded up.
+    assert linux._deadline_ns(1.0000000001) == 1_000_000_001
+    assert linux._deadline_ns(2.5) == 2_500_000_000
+    deadline = time.monotonic() + 0.02
+    linux.timerfd_arm_at(timer_fd, deadline)
+    assert _readable(timer_fd, _GUARD)
+    assert time.monotonic() >= deadline
+
+
+@pytest.mark.parametrize("deadline", [0.0, -5.0, 1e-12])
+def test_timerfd_past_deadline_fires_at_once(
+    linux: ModuleType, timer_fd: int, deadline: float
+) -> None:
+    # 0 would mean "disarm" to the kernel and negatives are refused: both must fire instead.
+    linux.timerfd_arm_at(timer_fd, deadline)
+    assert _readable(timer_fd, _GUARD)
+    linux.timerfd_acknowledge(timer_fd)
+    assert not _readable(timer_fd)
+
+
+def test_timerfd_rearm_replaces_deadline(linux: ModuleType, timer_fd: int) -> None:
+    linux.timerfd_arm_at(timer_fd, time.monotonic() + 3600)
+    linux.timerfd_arm_at(timer_fd, 0.0)
+    assert _readable(timer_fd, _GUARD)
+    linux.timerfd_acknowledge(timer_fd)
+    linux.timerfd_arm_at(timer_fd, time.monotonic() + 3600)
+    assert not _readable(timer_fd)
+
+
+def test_timerfd_acknowledge_unexpired_does_not_raise(linux: ModuleType, timer_fd: int) -> None:
+    linux.timerfd_acknowledge(timer_fd)  # never armed
+    linux.timerfd_arm_at(timer_fd, time.monotonic() + 3600)
+    linux.timerfd_acknowledge(timer_fd)  # armed, not expired
+    assert not _readable(timer_fd)
+
+
+def test_epoll_is_cloexec() -> None:
+    ep = _linux.epoll()
+    try:
+        assert not os.get_inheritable(ep.fileno())
+    finally:
+        ep.close()
+
+
+def test_eventfd_signal_and_drain() -> None:
+    fd = _linux.eventfd()
+    try:
+        assert not os.get_blocking(fd)
+        assert not os.get_inheritable(fd)
+        _linux.eventfd_drain(fd)  # empty: must not raise
+        assert not _readable(fd)
+        for _ in range(3):
+            _linux.eventfd_signal(fd)
+        assert _readable(fd)
+        _linux.eventfd_drain(fd)
+        assert not _readable(fd)
+        _linux.eventfd_drain(fd)  # drained twice: still fine
+    finally:
+        os.close(fd)
+
+
+def test_eventfd_signal_on_saturated_counter_does_not_raise() -> None:
+    fd = _linux.eventfd()
+    try:
+        os.eventfd_write(fd, 0xFFFFFFFFFFFFFFFE)  # the maximum counter value
+        _linux.eventfd_signal(fd)  # would block: swallowed, the reader will wake anyway
+        assert _readable(fd)
+        _linux.eventfd_drain(fd)
+        assert not _readable(fd)
+    finally:
+        os.close(fd)
+
+
+def test_eventfd_errors_surface_as_oserror() -> None:
+    fd = _linux.eventfd()
+    os.close(fd)
+    with pytest.raises(OSError) as info:
+        _linux.eventfd_signal(fd)
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(OSError) as info:
+        _linux.eventfd_drain(fd)
+    assert info.value.errno == errno.EBADF
+
+
+# -- timers ----------------------------------------------------------------------------------
+
+
+class ArmCounter:
+    """Wraps _linux.timerfd_arm_at: records every deadline handed to the kernel."""
+
+    def __init__(self, real: Callable[[int, float], None]) -> None:
+        self.real = real
+        self.deadlines: list[float] = []
+
+    def __call__(self, fd: int, deadline: float) -> None:
+        self.deadlines.append(deadline)
+        self.real(fd, deadline)
+
+
+@pytest.fixture
+def arms(monkeypatch: pytest.MonkeyPatch) -> ArmCounter:
+    counter = ArmCounter(_linux.timerfd_arm_at)
+    monkeypatch.setattr(_linux, "timerfd_arm_at", counter)
+    return counter
+
+
+def test_timerfd_rearmed_only_when_earliest_deadline_changes(
+    loop: epolloop.Loop, wake: socket.socket, arms: ArmCounter
+) -> None:
+    now = loop.time()
+    earliest = loop.call_at(now + 1000, pytest.fail, "must not run")
+    loop._run_once()
+    assert arms.deadlines == [now + 1000]
+
+    later = [loop.call_at(now + 2000 + i, pytest.fail, "must not run") for i in range(1000)]
+    for _ in range(3):
+        loop._run_once()
+    assert arms.deadlines == [now + 1000], "later timers re-armed the timerfd"
+
+    earliest.cancel()
+    assert arms.deadlines == [now + 1000], "cancel() itself armed the timerfd"
+    loop._run_once()
+    assert arms.deadlines == [now + 1000, now + 2000]
+    loop._run_once()
+    assert len(arms.deadlines) == 2
+
+    sooner = loop.call_at(now + 500, pytest.fail, "must not run")
+    loop._run_once()
+    assert arms.deadlines == [now + 1000, now + 2000, now + 500]
+    loop._run_once()
+    assert len(arms.deadlines) == 3
+
+    sooner.cancel()
+    for timer in later:
+        timer.cancel()
+
+
+def test_timerfd_not_armed_without_timers(
+    loop: epolloop.Loop, wake: socket.socket, arms: ArmCounter
+) -> None:
+    for _ in range(3):
+        loop._run_once()
+    assert arms.deadlines == []
+
+
+def test_timerfd_wakes_blocking_loop_not_before_deadline(loop: epolloop.Loop) -> None:
+    """No fd, no callback: only the timerfd can end the blocking waits."""
+    fired: list[float] = []
+    when = loop.time() + 0.05
+    loop.call_at(when, lambda: (fired.append(loop.time()), loop.stop()))
+    loop.run_forever()
+    assert len(fired) == 1
+    assert fired[0] >= when
+
+
+def test_timers_never_fire_early(loop: epolloop.Loop) -> None:
+    base = loop.time()
+    seen: list[tuple[float, float]] = []
+    count = 50
+
+    def check(when: float) -> None:
+        seen.append((when, loop.time()))
+        if len(seen) == count:
+            loop.stop()
+
+    for i in range(count):
+        when = base + 0.001 * ((i * 37) % count)
+        loop.call_at(when, check, when)
+    loop.run_forever()
+    assert len(seen) == count
+    for when, at in seen:
+        assert at >= when
+    assert [when for when, _ in seen] == sorted(when for when, _ in seen)
+
+
+def test_equal_deadlines_run_in_call_order(loop: epolloop.Loop) -> None:
+    order: list[tuple[str, int]] = []
+    now = loop.time()
+    later, sooner = now + 0.02, now + 0.01
+    for i in range(1000):
+        # Interleaved: two groups, each with one deadline shared by 500 timers.
+        loop.call_at(later if i % 2 else sooner, order.append, ("later" if i % 2 else "sooner", i))
+    loop.call_at(later, loop.stop)
+    loop.run_forever()
+    assert order == [("sooner", i) for i in range(0, 1000, 2)] + [
+        ("later", i) for i in range(1, 1000, 2)
+    ]
+
+
+def test_equal_past_deadlines_run_in_call_order_in_one_step(loop: epolloop.Loop) -> None:
+    order: list[int] = []
+    when = loop.time() - 1
+    for i in range(1000):
+        loop.call_at(when, order.append, i)
+    loop._run_once()  # all due: the wait does not block, every one runs in this step
+    assert order == list(range(1000))
+    assert loop._timers == []
+
+
+def test_cancelled_timers_are_compacted(loop: epolloop.Loop) -> None:
+    now = loop.time()
+    timers = [loop.call_at(now + 1000 + (i * 7919) % 1000, pytest.fail) for i in range(1000)]
+    live = {t for i, t in enumerate(timers) if i % 10 == 0}
+    for timer in timers:
+        if timer not in live:
+            timer.cancel()
+    assert len(live) == 100
+    loop.call_soon(lambda: None)  # the step must not block
+    loop._run_once()
+    heap = loop._timers
+    assert {entry[2] for entry in heap} == live
+    assert len(heap) == 100
+    # Still a heap ordered by (deadline, sequence).
+    for i in range(1, len(heap)):
+        assert heap[(i - 1) // 2][:2] <= heap[i][:2]
+    for timer in live:
+        timer.cancel()
+
+
+def test_compacted_heap_still_runs_live_timers_in_order(loop: epolloop.Loop) -> None:
+    order: list[int] = []
+    when = loop.time() + 0.01
+    timers = [loop.call_at(when + (i % 7) * 1e-4, order.append, i) for i in range(1000)]
+    for i, timer in enumerate(timers):
+        if i % 10:
+            timer.cancel()
+    loop.call_at(when + 1e-3, loop.stop)
+    loop.run_forever()
+    expected = sorted(range(0, 1000, 10), key=lambda i: (i % 7, i))
+    assert order == expected
+
+
+def test_cancelled_earliest_timer_does_not_run_and_next_one_does(loop: epolloop.Loop) -> None:
+    ran: list[str] = []
+    now = loop.time()
+    first = loop.call_at(now + 0.01, ran.append, "first")
+    loop.call_at(now + 0.02, lambda: (ran.append("second"), loop.stop()))
+    first.cancel()
+    loop.run_forever()
+    assert ran == ["second"]
+
+
+# -- cross-thread wake-ups -------------------------------------------------------------------
+
+
+class SignalCounter:
+    def __init__(self, real: Callable[[int], None]) -> None:
+        self.real = real
+        self.count = 0
+
+    def __call__(self, fd: int) -> None:
+        self.count += 1
+        self.real(fd)
+
+
+@pytest.fixture
+def signals(monkeypatch: pytest.MonkeyPatch) -> SignalCounter:
+    counter = SignalCounter(_linux.eventfd_signal)
+    monkeypatch.setattr(_linux, "eventfd_signal", counter)
+    return counter
+
+
+def test_threadsafe_calls_while_busy_do_not_write_eventfd(
+    loop: epolloop.Loop, signals: SignalCounter
+) -> None:
+    total = 10_000
+    busy = threading.Event()
+    finished_calling = threading.Event()
+    writes_while_busy: list[int] = []
+    ran = 0
+
+    def callback() -> None:
+        nonlocal ran
+        ran += 1
+        if ran == total:
+            loop.stop()
+
+    def other_thread() -> None:
+        assert busy.wait(_GUARD)
+        for _ in range(total):
+            loop.call_soon_threadsafe(callback)
+        writes_while_busy.append(signals.count)
+        finished_calling.set()
+
+    def keep_loop_busy() -> None:
+        busy.set()
+        assert finished_calling.wait(_GUARD), "the other thread never finished"
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        loop.call_soon(keep_loop_busy)
+        loop.run_forever()
+    finally:
+        finished_calling.set()
+        busy.set()
+        thread.join(_GUARD)
+    assert ran == total
+    assert writes_while_busy == [0]
+    assert signals.count == 0
+
+
+class PollSpy:
+    """Stands in for the loop's epoll object: sets ``blocking`` just before a blocking wait."""
+
+    def __init__(self, epoll: select.epoll) -> None:
+        self._epoll = epoll
+        self.blocking = threading.Event()
+
+    def poll(self, timeout: float = -1, maxevents: int = -1) -> list[tuple[int, int]]:
+        if timeout is None or timeout < 0:
+            self.blocking.set()
+        return self._epoll.poll(timeout, maxevents)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._epoll, name)
+
+
+def test_threadsafe_call_while_blocked_wakes_the_loop_with_one_write(
+    loop: epolloop.Loop, signals: SignalCounter
+) -> None:
+    spy = PollSpy(loop._epoll)
+    loop._epoll = spy  # type: ignore[assignment]
+    ran: list[int] = []
+
+    def other_thread() -> None:
+        assert spy.blocking.wait(_GUARD)
+        loop.call_soon_threadsafe(lambda: (ran.append(threading.get_ident()), loop.stop()))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    try:
+        loop.run_forever()  # nothing to do: blocks until the other thread's call
+    finally:
+        thread.join(_GUARD)
+        loop._epoll = spy._epoll
+    assert ran == [threading.get_ident()]
+    assert signals.count == 1
+    assert not _readable(loop._wakeup_fd), "the eventfd was not drained"
+
+
+def test_threadsafe_call_from_loop_thread_does_not_write(
+    loop: epolloop.Loop, signals: SignalCounter
+) -> None:
+    ran: list[int] = []
+    for i in range(100):
+        loop.call_soon_threadsafe(ran.append, i)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == list(range(100))
+    assert signals.count == 0
+
+
+# -- fairness --------------------------------------------------------------------------------
+
+
+def test_callback_scheduled_by_callback_runs_next_step(loop: epolloop.Loop) -> None:
+    ran: list[str] = []
+
+    def a() -> None:
+        ran.append("A")
+        loop.call_soon(ran.append, "B")
+
+    loop.call_soon(a)
+    loop._run_once()
+    assert ran == ["A"]
+    loop._run_once()
+    assert ran == ["A", "B"]
+
+
+def test_io_callbacks_join_the_step_after_ready_callbacks(loop: epolloop.Loop) -> None:
+    ran: list[str] = []
+    a, b = socket.socketpair()
+    try:
+
+        def reader() -> None:
+            ran.append("reader")
+            loop.remove_reader(a)
+            loop.call_soon(ran.append, "scheduled by reader")
+
+        loop.add_reader(a, reader)
+        b.sendall(b"x")
+        loop.call_soon(ran.append, "ready before the wait")
+        loop._run_once()
+        assert ran == ["ready before the wait", "reader"]
+        loop._run_once()
+        assert ran[-1] == "scheduled by reader"
+    finally:
+        loop.remove_reader(a)
+        a.close()
+        b.close()
+
+
+def test_due_timer_scheduling_call_soon_runs_next_step(loop: epolloop.Loop) -> None:
+    ran: list[str] = []
+
+    def timer() -> None:
+        ran.append("timer")
+        loop.call_soon(ran.append, "soon")
+        loop.call_at(loop.time() - 1, ran.append, "due timer")
+
+    loop.call_at(loop.time() - 1, timer)
+    loop._run_once()
+    assert ran == ["timer"]
+    loop._run_once()
+    assert ran == ["timer", "soon", "due timer"]
+
+
+# -- registrations and fd reuse --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("then", ["add_reader", "add_writer"])
+def test_stale_registration_never_reaches_a_reused_fd(loop: epolloop.Loop, then: str) -> None:
+    old, old_peer = socket.socketpair()
+    number = old.fileno()
+    old_calls: list[str] = []
+    loop.add_reader(old, old_calls.append, "old reader")
+    old.close()  # without remove_reader: the table keeps a stale entry
+    old_peer.close()
+
+    new, new_peer = _socketpair_at(number)
+    try:
+        assert new.fileno() == number
+        new_calls: list[str] = []
+        new_peer.sendall(b"for the new socket")  # readable before anyone asks
+        loop.call_soon(lambda: None)
+        loop._run_once()  # not registered with the kernel: nothing fires
+        assert old_calls == []
+
+        if then == "add_writer":
+
+            def on_writable() -> None:
+                new_calls.append("new writer")
+                loop.remove_writer(number)
+                loop.stop()
+
+            loop.add_writer(number, on_writable)
+            loop.run_forever()
+            assert new_calls == ["new writer"]
+            # The stale reader went with the stale entry.
+            assert loop.remove_reader(number) is False
+
+        def on_readable() -> None:
+            new_calls.append("new reader")
+            loop.remove_reader(new)
+            assert new.recv(100) == b"for the new socket"
+            loop.stop()
+
+        loop.add_reader(new, on_readable)
+        loop.run_forever()
+        assert new_calls[-1] == "new reader"
+        assert old_calls == []
+        assert number not in loop._watchers
+    finally:
+        loop.remove_reader(number)
+        loop.remove_writer(number)
+        new.close()
+        new_peer.close()
+
+
+def test_stale_registration_with_both_directions(loop: epolloop.Loop) -> None:
+    old, old_peer = socket.socketpair()
+    number = old.fileno()
+    old_calls: list[str] = []
+    loop.add_reader(old, old_calls.append, "old reader")
+    loop.add_writer(old, old_calls.append, "old writer")
+    old.close()
+    old_peer.close()
+    new, new_peer = _socketpair_at(number)
+    try:
+        new_peer.sendall(b"x")
+        got: list[bytes] = []
+
+        def on_readable() -> None:
+            got.append(new.recv(10))
+            loop.remove_reader(new)
+            loop.stop()
+
+        loop.add_reader(new, on_readable)
+        loop.run_forever()
+        assert got == [b"x"]
+        assert old_calls == []
+        # The stale writer is gone too: nothing is watched on the number any more.
+        assert number not in loop._watchers
+        assert loop.remove_writer(number) is False
+    finally:
+        loop.remove_reader(number)
+        loop.remove_writer(number)
+        new.close()
+        new_peer.close()
+
+
+def test_failed_add_reader_leaves_no_entry(loop: epolloop.Loop) -> None:
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)
+    with pytest.raises(OSError) as info:
+        loop.add_reader(r, lambda: None)
+    assert info.value.errno == errno.EBADF
+    assert r not in loop._watchers
+
+
+def test_failed_add_on_stale_entry_reused_by_regular_file(loop: epolloop.Loop, tmp_path) -> None:
+    old, old_peer = socket.socketpair()
+    number = old.fileno()
+    old_calls: list[str] = []
+    loop.add_reader(old, old_calls.append, "old")
+    old.close()
+    old_peer.close()
+    path = tmp_path / "regular"
+    path.write_bytes(b"")
+    fd = os.open(path, os.O_RDONLY)
+    if fd != number:
+        os.dup2(fd, number)
+        os.close(fd)
+    try:
+        with pytest.raises(PermissionError):
+            loop.add_writer(number, lambda: None)
+        assert number not in loop._watchers
+        assert loop.remove_reader(number) is False
+    finally:
+        os.close(number)
+    assert old_calls == []
+
+
+def test_one_registration_carries_both_directions(loop: epolloop.Loop) -> None:
+    a, b = socket.socketpair()
+    try:
+        loop.add_reader(a, lambda: None)
+        loop.add_writer(a, lambda: None)
+        # epoll knows the fd once: registering it again is refused by the kernel.
+        with pytest.raises(FileExistsError):
+            loop._epoll.register(a.fileno(), select.EPOLLIN)
+        loop.remove_reader(a)
+        loop.remove_writer(a)
+        # Fully removed: the kernel forgot it too.
+        loop._epoll.register(a.fileno(), select.EPOLLIN)
+        loop._epoll.unregister(a.fileno())
+    finally:
+        a.close()
+        b.close()
+
+
+# -- kernel objects and fd leaks -------------------------------------------------------------
+
+
+def test_close_releases_epoll_timerfd_and_eventfd() -> None:
+    loop = epolloop.new_event_loop()
+    try:
+        fds = [loop._epoll.fileno(), loop._timer_fd, loop._wakeup_fd]
+        assert all(_is_open(fd) for fd in fds)
+    finally:
+        loop.close()
+    assert [_is_open(fd) for fd in fds] == [False, False, False]
+    loop.close()  # idempotent, and closes nothing twice
+
+
+def test_hundred_loops_leak_no_fds() -> None:
+    gc.collect()
+    before = _fd_count()
+    for i in range(100):
+        loop = epolloop.new_event_loop()
+        try:
+            if i == 0:
+                assert _fd_count() == before + 3  # the count does see a loop's fds
+        finally:
+            loop.close()
+    assert _fd_count() == before
+
+
+def test_thousand_loops_run_and_closed_leak_no_fds() -> None:
+    gc.collect()
+    before = _fd_count()
+
+    async def tick() -> int:
+        fut = epolloop_loop.create_future()
+        epolloop_loop.call_later(0, fut.set_result, 1)
+        return await fut
+
+    for _ in range(1000):
+        epolloop_loop = epolloop.new_event_loop()
+        try:
+            assert epolloop_loop.run_until_complete(tick()) == 1
+        finally:
+            epolloop_loop.close()
+    gc.collect()
+    assert _fd_count() == before
+
+
+def test_unclosed_loop_releases_fds_when_collected() -> None:
+    gc.collect()
+    before = _fd_count()
+    loop = epolloop.new_event_loop()
+    assert _fd_count() == before + 3
+    with pytest.warns(ResourceWarning, match="unclosed event loop"):
+        del loop
+        gc.collect()
+    assert _fd_count() == before
