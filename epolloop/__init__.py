@@ -40,6 +40,9 @@ def run(
         return asyncio.run(main, loop_factory=loop_factory, debug=debug, **run_kwargs)
     if run_kwargs:
         raise TypeError(f"run() got unexpected keyword arguments: {', '.join(run_kwargs)}")
+    if asyncio.events._get_running_loop() is not None:
+        # asyncio.run's own check, which 3.11's Runner makes only too late.
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     with asyncio.Runner(loop_factory=loop_factory, debug=debug) as runner:
         return runner.run(main)
 

@@ -198,7 +198,7 @@ class Reactor:
     ) -> Handle:
         """Run callback(*args) in the next step, after callbacks already scheduled."""
         if self._closed or self._debug or not callable(callback):
-            self._check_call(callback, "call_soon")
+            self._check_call(callback, "call_soon", check_thread=True)
         handle = Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
@@ -208,7 +208,7 @@ class Reactor:
     ) -> Handle:
         """call_soon from any thread: wakes the loop if it may be asleep."""
         if self._closed or self._debug or not callable(callback):
-            self._check_call(callback, "call_soon_threadsafe", check_thread=False)
+            self._check_call(callback, "call_soon_threadsafe")
         handle = Handle(callback, args, self, context)
         self._ready.append(handle)
         if self._polling:
@@ -252,7 +252,7 @@ class Reactor:
         method: str,
     ) -> TimerHandle:
         if self._closed or self._debug or not callable(callback):
-            self._check_call(callback, method)
+            self._check_call(callback, method, check_thread=True)
         timer = TimerHandle(when, callback, args, self, context)
         heappush(self._timers, (when, next(self._timer_sequence), timer))
         timer._scheduled = True
@@ -262,15 +262,16 @@ class Reactor:
         if handle._scheduled:
             self._cancelled_timers += 1
 
-    def _check_call(self, callback: object, method: str, check_thread: bool = True) -> None:
+    def _check_call(self, callback: object, method: str, check_thread: bool = False) -> None:
         """The scheduling methods' checks, off their fast path: callers come here only when
         the loop is closed, in debug mode, or for a callback that cannot be called."""
         if self._closed:
             raise RuntimeError("Event loop is closed")
         self._check_callback(callback, method, check_thread)
 
-    def _check_callback(self, callback: object, method: str, check_thread: bool = True) -> None:
-        # What cannot be called is always refused; debug mode adds asyncio's fuller checks.
+    def _check_callback(self, callback: object, method: str, check_thread: bool = False) -> None:
+        # What cannot be called is always refused; debug mode adds asyncio's fuller checks
+        # (the thread check only where asyncio makes it: call_soon, call_later, call_at).
         if self._debug:
             if check_thread:
                 self._check_thread()
