@@ -1,19 +1,13 @@
-"""call_soon and Handles: order, arguments, contexts, cancellation, the fairness rule, errors
-raised by callbacks, and the arguments the scheduling methods refuse."""
+"""call_soon and Handles: order, arguments, contexts, cancellation, the fairness rule, and the
+arguments the scheduling methods refuse. Errors raised by callbacks: test_errors.py."""
 
 import asyncio
 import contextvars
-import logging
 import socket
 import sys
 
 import pytest
-
-var = contextvars.ContextVar("var", default="unset")
-
-
-def noop(*args):
-    pass
+from _helpers import context_where_var_is, noop, record_var, var, var_set_to, wait
 
 
 async def a_coroutine_function():
@@ -63,17 +57,11 @@ def test_call_soon_returns_before_running_the_callback(new_loop):
 
 def test_call_soon_context_runs_the_callback_in_that_context(new_loop):
     loop = new_loop()
-    context = contextvars.copy_context()
-    context.run(var.set, "in context")
+    context = context_where_var_is("in context")
     seen = []
-
-    def callback():
-        seen.append(var.get())
-        var.set("set by callback")
-
-    loop.call_soon(callback, context=context)
+    loop.call_soon(record_var, seen, "callback", context=context)
     run_once(loop)
-    assert seen == ["in context"]
+    assert seen == [("callback", "in context")]
     # The callback ran in *that* context, not in a copy of it.
     assert context[var] == "set by callback"
     assert var.get() == "unset"
@@ -82,23 +70,15 @@ def test_call_soon_context_runs_the_callback_in_that_context(new_loop):
 def test_call_soon_default_context_is_a_copy_of_the_callers(new_loop):
     loop = new_loop()
     seen = []
-
-    def callback(name):
-        seen.append((name, var.get()))
-        var.set(f"set by {name}")
-
-    token = var.set("at call time")
-    try:
-        loop.call_soon(callback, "first")
-        loop.call_soon(callback, "second")
+    with var_set_to("at call time"):
+        loop.call_soon(record_var, seen, "first")
+        loop.call_soon(record_var, seen, "second")
         var.set("changed after the call")
         run_once(loop)
         # Each callback got its own copy, taken when it was scheduled...
         assert seen == [("first", "at call time"), ("second", "at call time")]
         # ...and what it set stayed in that copy.
         assert var.get() == "changed after the call"
-    finally:
-        var.reset(token)
 
 
 # -- Handle -----------------------------------------------------------------------------------
@@ -274,56 +254,6 @@ def test_callbacks_scheduled_by_the_last_step_wait_for_the_next_run(new_loop, lo
     assert calls == ["first", "second"]
 
 
-# -- errors raised by callbacks ---------------------------------------------------------------
-
-
-def test_exception_in_a_callback_goes_to_the_exception_handler(new_loop):
-    loop = new_loop()
-    reports = []
-    calls = []
-    error = ZeroDivisionError("boom")
-
-    def fail():
-        raise error
-
-    def schedule_more():
-        calls.append("same step")
-        loop.call_soon(calls.append, "next step")
-        loop.call_soon(loop.stop)
-
-    loop.set_exception_handler(lambda loop, context: reports.append((loop, context)))
-    handle = loop.call_soon(fail)
-    loop.call_soon(schedule_more)
-    loop.run_forever()
-
-    assert calls == ["same step", "next step"]
-    [(reported_loop, context)] = reports
-    assert reported_loop is loop
-    assert isinstance(context["message"], str)
-    assert context["message"]
-    assert context["exception"] is error
-    assert context["handle"] is handle
-
-
-@pytest.mark.loop_errors
-def test_exception_in_a_callback_is_logged_by_the_default_handler(new_loop, caplog):
-    loop = new_loop()
-    calls = []
-
-    def fail():
-        raise ZeroDivisionError("logged boom")
-
-    with caplog.at_level(logging.ERROR, logger="asyncio"):
-        loop.call_soon(fail)
-        loop.call_soon(calls.append, "after")
-        run_once(loop)
-    assert calls == ["after"]
-    [record] = [r for r in caplog.records if r.name == "asyncio"]
-    assert record.levelno == logging.ERROR
-    assert record.exc_info is not None
-    assert isinstance(record.exc_info[1], ZeroDivisionError)
-
-
 # -- refused arguments ------------------------------------------------------------------------
 
 
@@ -404,5 +334,5 @@ async def test_call_soon_from_a_running_task():
         loop.call_soon(calls.append, i)
     done = loop.create_future()
     loop.call_soon(done.set_result, None)
-    await asyncio.wait_for(done, 30)
+    await wait(done)
     assert calls == [0, 1, 2, 3, 4]

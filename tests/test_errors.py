@@ -14,10 +14,7 @@ import sys
 import time
 
 import pytest
-
-
-def _noop():
-    pass
+from _helpers import noop
 
 
 def _fail():
@@ -63,30 +60,31 @@ def test_set_exception_handler_refuses_non_callable(new_loop, not_callable):
 def test_callback_exception_goes_to_handler(new_loop):
     loop = new_loop()
     contexts = []
-    after = []
+    calls = []
+    error = ZeroDivisionError("boom")
+
+    def failing_callback():
+        raise error
+
+    def schedule_more():
+        calls.append("same step")
+        loop.call_soon(calls.append, "next step")
+        loop.call_soon(loop.stop)
+
     loop.set_exception_handler(lambda loop_, context: contexts.append((loop_, context)))
-    handle, _ = _run_callbacks(loop, _fail, lambda: after.append("still running"))
-
-    assert after == ["still running"]
-    assert len(contexts) == 1
-    handler_loop, context = contexts[0]
-    assert handler_loop is loop
-    assert isinstance(context["exception"], ZeroDivisionError)
-    assert context["handle"] is handle
-    assert "Exception in callback" in context["message"]
-    assert "_fail" in context["message"]
-
-
-def test_timer_callback_exception_goes_to_handler(new_loop):
-    loop = new_loop()
-    contexts = []
-    loop.set_exception_handler(lambda loop_, context: contexts.append(context))
-    timer = loop.call_later(0.001, _fail)
-    loop.call_later(0.002, loop.stop)
+    handle = loop.call_soon(failing_callback)
+    loop.call_soon(schedule_more)
     loop.run_forever()
-    assert len(contexts) == 1
-    assert contexts[0]["handle"] is timer
-    assert isinstance(contexts[0]["exception"], ZeroDivisionError)
+
+    # The loop went on: the rest of the step, then the next one.
+    assert calls == ["same step", "next step"]
+    [(handler_loop, context)] = contexts
+    assert handler_loop is loop
+    assert context["exception"] is error
+    assert context["handle"] is handle
+    assert isinstance(context["message"], str)
+    assert "Exception in callback" in context["message"]
+    assert "failing_callback" in context["message"]
 
 
 @pytest.mark.skipif(sys.version_info < (3, 12), reason="3.12+ runs handlers in the context")
@@ -115,6 +113,7 @@ def test_default_exception_handler_logs(new_loop, caplog):
     assert after == ["still running"]
     records = _asyncio_errors(caplog)
     assert len(records) == 1
+    assert [r for r in caplog.records if r.name == "asyncio"] == records
     assert "Exception in callback" in records[0].getMessage()
     assert "failing_callback" in records[0].getMessage()
     assert records[0].exc_info[0] is ZeroDivisionError
@@ -282,7 +281,7 @@ def test_debug_refuses_call_soon_from_another_thread(new_loop):
 
     def from_thread():
         try:
-            loop.call_soon(_noop)
+            loop.call_soon(noop)
         except RuntimeError as exc:
             return str(exc)
         return "accepted"
@@ -306,67 +305,64 @@ def _busy_wait(seconds):
         pass
 
 
-def test_slow_callback_is_reported(new_loop, caplog):
+def _slow_callback():
+    _busy_wait(0.05)
+
+
+def _loop_that_reports_steps_over_10ms(new_loop, caplog, *, debug):
+    """A loop whose slow-callback threshold is 10 ms (reported in debug mode only), with the
+    asyncio logger's warnings captured."""
     caplog.set_level(logging.WARNING, logger="asyncio")
     loop = new_loop()
-    loop.set_debug(True)
+    loop.set_debug(debug)
     loop.slow_callback_duration = 0.01
+    return loop
 
-    def slow_callback():
-        _busy_wait(0.05)
 
-    _run_callbacks(loop, slow_callback)
-    reports = [
+def _slow_step_reports(caplog, name):
+    return [
         r.getMessage()
         for r in caplog.records
-        if r.levelno == logging.WARNING and "slow_callback" in r.getMessage()
+        if r.levelno == logging.WARNING and name in r.getMessage()
     ]
+
+
+def test_slow_callback_is_reported(new_loop, caplog):
+    loop = _loop_that_reports_steps_over_10ms(new_loop, caplog, debug=True)
+    _run_callbacks(loop, _slow_callback)
+    reports = _slow_step_reports(caplog, "_slow_callback")
     assert len(reports) == 1
-    assert re.fullmatch(r"Executing <.*slow_callback.*> took \d+\.\d{3} seconds", reports[0])
+    assert re.fullmatch(r"Executing <.*_slow_callback.*> took \d+\.\d{3} seconds", reports[0])
     seconds = float(reports[0].rsplit(" took ", 1)[1].split()[0])
     assert seconds >= 0.05
 
 
 def test_slow_task_step_is_reported(new_loop, caplog):
-    caplog.set_level(logging.WARNING, logger="asyncio")
-    loop = new_loop()
-    loop.set_debug(True)
-    loop.slow_callback_duration = 0.01
+    loop = _loop_that_reports_steps_over_10ms(new_loop, caplog, debug=True)
 
     async def slow_coroutine():
         _busy_wait(0.05)
 
     loop.run_until_complete(slow_coroutine())
-    reports = [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno == logging.WARNING and "slow_coroutine" in r.getMessage()
-    ]
+    reports = _slow_step_reports(caplog, "slow_coroutine")
     assert len(reports) == 1
     assert re.fullmatch(r"Executing <Task .*slow_coroutine.*> took \d+\.\d{3} seconds", reports[0])
 
 
 def test_no_slow_callback_report_without_debug(new_loop, caplog):
-    caplog.set_level(logging.WARNING, logger="asyncio")
-    loop = new_loop()
-    loop.set_debug(False)
-    loop.slow_callback_duration = 0.01
-
-    def slow_callback():
-        _busy_wait(0.05)
-
-    _run_callbacks(loop, slow_callback)
+    loop = _loop_that_reports_steps_over_10ms(new_loop, caplog, debug=False)
+    _run_callbacks(loop, _slow_callback)
     assert not [r for r in caplog.records if "Executing" in r.getMessage()]
 
 
 def test_debug_handles_record_source_traceback(new_loop):
     loop = new_loop()
     loop.set_debug(True)
-    handle = loop.call_soon(_noop)
+    handle = loop.call_soon(noop)
     soon_line = sys._getframe().f_lineno - 1
-    timer = loop.call_later(3600, _noop)
+    timer = loop.call_later(3600, noop)
     later_line = sys._getframe().f_lineno - 1
-    at = loop.call_at(loop.time() + 3600, _noop)
+    at = loop.call_at(loop.time() + 3600, noop)
     at_line = sys._getframe().f_lineno - 1
     for made, line in [(handle, soon_line), (timer, later_line), (at, at_line)]:
         frame = made._source_traceback[-1]
@@ -377,7 +373,7 @@ def test_debug_handles_record_source_traceback(new_loop):
     at.cancel()
 
     loop.set_debug(False)
-    assert not loop.call_soon(_noop)._source_traceback
+    assert not loop.call_soon(noop)._source_traceback
 
 
 @pytest.mark.loop_errors

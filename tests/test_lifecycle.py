@@ -16,10 +16,7 @@ import warnings
 import weakref
 
 import pytest
-
-
-def _noop(*args):
-    pass
+from _helpers import noop
 
 
 async def _answer():
@@ -147,7 +144,7 @@ def test_run_until_complete_non_awaitable(new_loop):
     with pytest.raises(TypeError):
         loop.run_until_complete(42)
     with pytest.raises(TypeError):
-        loop.run_until_complete(_noop)
+        loop.run_until_complete(noop)
     # The loop is still usable.
     assert loop.run_until_complete(_answer()) == 42
 
@@ -262,7 +259,7 @@ def test_close_drops_pending_callbacks_and_timers(new_loop):
     soon_ref, later_ref = weakref.ref(soon), weakref.ref(later)
     loop.call_soon(soon)
     loop.call_later(3600, later)
-    kept = loop.call_later(3600, _noop)
+    kept = loop.call_later(3600, noop)
     del soon, later
     loop.close()
     gc.collect()
@@ -294,15 +291,15 @@ def test_closed_loop_refuses(new_loop, method):
     coro = _answer()
     calls = {
         "create_task": lambda: loop.create_task(coro),
-        "call_soon": lambda: loop.call_soon(_noop),
-        "call_soon_threadsafe": lambda: loop.call_soon_threadsafe(_noop),
-        "call_later": lambda: loop.call_later(0.01, _noop),
-        "call_at": lambda: loop.call_at(loop.time() + 0.01, _noop),
-        "run_in_executor": lambda: loop.run_in_executor(None, _noop),
+        "call_soon": lambda: loop.call_soon(noop),
+        "call_soon_threadsafe": lambda: loop.call_soon_threadsafe(noop),
+        "call_later": lambda: loop.call_later(0.01, noop),
+        "call_at": lambda: loop.call_at(loop.time() + 0.01, noop),
+        "run_in_executor": lambda: loop.run_in_executor(None, noop),
         "run_forever": loop.run_forever,
         "run_until_complete": lambda: loop.run_until_complete(coro),
-        "add_reader": lambda: loop.add_reader(rsock, _noop),
-        "add_writer": lambda: loop.add_writer(wsock, _noop),
+        "add_reader": lambda: loop.add_reader(rsock, noop),
+        "add_writer": lambda: loop.add_writer(wsock, noop),
     }
     try:
         with pytest.raises(RuntimeError, match=r"^Event loop is closed$"):
@@ -319,7 +316,7 @@ def test_remove_reader_writer_on_closed_loop(new_loop, loop_name):
     loop = new_loop()
     rsock, wsock = socket.socketpair()
     try:
-        loop.add_reader(rsock, _noop)
+        loop.add_reader(rsock, noop)
         loop.close()
         assert loop.remove_reader(rsock) is False
         assert loop.remove_writer(wsock) is False

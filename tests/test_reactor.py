@@ -8,6 +8,7 @@ A blocking step (epoll_wait with timeout -1) is made to return at once by keepin
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import importlib.util
@@ -21,11 +22,10 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from _helpers import GUARD, socketpair_at
 
 import epolloop
 from epolloop import _linux
-
-_GUARD = 30.0  # seconds: a failure guard, never a synchronisation
 
 
 def _fd_count() -> int:
@@ -67,18 +67,6 @@ def wake(loop: epolloop.Loop) -> Iterator[socket.socket]:
         loop.remove_reader(a)
         a.close()
         b.close()
-
-
-def _socketpair_at(fd: int) -> tuple[socket.socket, socket.socket]:
-    """A connected socketpair whose first socket has the fd number *fd* (which is free)."""
-    first, second = socket.socketpair()
-    if first.fileno() != fd:
-        os.dup2(first.fileno(), fd, inheritable=False)
-        first.close()
-        first = socket.socket(fileno=fd)
-    first.setblocking(False)
-    second.setblocking(False)
-    return first, second
 
 
 # -- the kernel layer ------------------------------------------------------------------------
@@ -148,7 +136,7 @@ def test_timerfd_fires_at_absolute_deadline_not_before(linux: ModuleType, timer_
         early = _readable(timer_fd)
         checked_at = time.monotonic()
         assert not early or checked_at >= deadline, "fired before its deadline"
-        events = ep.poll(_GUARD)
+        events = ep.poll(GUARD)
         woke = time.monotonic()
         assert events == [(timer_fd, select.EPOLLIN)]
         assert woke >= deadline
@@ -164,7 +152,7 @@ def test_timerfd_deadline_is_rounded_up(linux: ModuleType, timer_fd: int) -> Non
     assert linux._deadline_ns(2.5) == 2_500_000_000
     deadline = time.monotonic() + 0.02
     linux.timerfd_arm_at(timer_fd, deadline)
-    assert _readable(timer_fd, _GUARD)
+    assert _readable(timer_fd, GUARD)
     assert time.monotonic() >= deadline
 
 
@@ -174,7 +162,7 @@ def test_timerfd_past_deadline_fires_at_once(
 ) -> None:
     # 0 would mean "disarm" to the kernel and negatives are refused: both must fire instead.
     linux.timerfd_arm_at(timer_fd, deadline)
-    assert _readable(timer_fd, _GUARD)
+    assert _readable(timer_fd, GUARD)
     linux.timerfd_acknowledge(timer_fd)
     assert not _readable(timer_fd)
 
@@ -182,7 +170,7 @@ def test_timerfd_past_deadline_fires_at_once(
 def test_timerfd_rearm_replaces_deadline(linux: ModuleType, timer_fd: int) -> None:
     linux.timerfd_arm_at(timer_fd, time.monotonic() + 3600)
     linux.timerfd_arm_at(timer_fd, 0.0)
-    assert _readable(timer_fd, _GUARD)
+    assert _readable(timer_fd, GUARD)
     linux.timerfd_acknowledge(timer_fd)
     linux.timerfd_arm_at(timer_fd, time.monotonic() + 3600)
     assert not _readable(timer_fd)
@@ -246,50 +234,50 @@ def test_eventfd_errors_surface_as_oserror() -> None:
 # -- timers ----------------------------------------------------------------------------------
 
 
-class ArmCounter:
-    """Wraps _linux.timerfd_arm_at: records every deadline handed to the kernel."""
+def _spy_on(monkeypatch: pytest.MonkeyPatch, name: str, record: Callable[..., object]) -> None:
+    """For the test, _linux.<name> first calls *record* with its arguments, then does its job."""
+    real = getattr(_linux, name)
 
-    def __init__(self, real: Callable[[int, float], None]) -> None:
-        self.real = real
-        self.deadlines: list[float] = []
+    def spy(*args: Any) -> Any:
+        record(*args)
+        return real(*args)
 
-    def __call__(self, fd: int, deadline: float) -> None:
-        self.deadlines.append(deadline)
-        self.real(fd, deadline)
+    monkeypatch.setattr(_linux, name, spy)
 
 
 @pytest.fixture
-def arms(monkeypatch: pytest.MonkeyPatch) -> ArmCounter:
-    counter = ArmCounter(_linux.timerfd_arm_at)
-    monkeypatch.setattr(_linux, "timerfd_arm_at", counter)
-    return counter
+def armed_deadlines(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every deadline handed to the kernel (timerfd_arm_at), in order."""
+    deadlines: list[float] = []
+    _spy_on(monkeypatch, "timerfd_arm_at", lambda fd, deadline: deadlines.append(deadline))
+    return deadlines
 
 
 def test_timerfd_rearmed_only_when_earliest_deadline_changes(
-    loop: epolloop.Loop, wake: socket.socket, arms: ArmCounter
+    loop: epolloop.Loop, wake: socket.socket, armed_deadlines: list[float]
 ) -> None:
     now = loop.time()
     earliest = loop.call_at(now + 1000, pytest.fail, "must not run")
     loop._run_once()
-    assert arms.deadlines == [now + 1000]
+    assert armed_deadlines == [now + 1000]
 
     later = [loop.call_at(now + 2000 + i, pytest.fail, "must not run") for i in range(1000)]
     for _ in range(3):
         loop._run_once()
-    assert arms.deadlines == [now + 1000], "later timers re-armed the timerfd"
+    assert armed_deadlines == [now + 1000], "later timers re-armed the timerfd"
 
     earliest.cancel()
-    assert arms.deadlines == [now + 1000], "cancel() itself armed the timerfd"
+    assert armed_deadlines == [now + 1000], "cancel() itself armed the timerfd"
     loop._run_once()
-    assert arms.deadlines == [now + 1000, now + 2000]
+    assert armed_deadlines == [now + 1000, now + 2000]
     loop._run_once()
-    assert len(arms.deadlines) == 2
+    assert len(armed_deadlines) == 2
 
     sooner = loop.call_at(now + 500, pytest.fail, "must not run")
     loop._run_once()
-    assert arms.deadlines == [now + 1000, now + 2000, now + 500]
+    assert armed_deadlines == [now + 1000, now + 2000, now + 500]
     loop._run_once()
-    assert len(arms.deadlines) == 3
+    assert len(armed_deadlines) == 3
 
     sooner.cancel()
     for timer in later:
@@ -297,11 +285,11 @@ def test_timerfd_rearmed_only_when_earliest_deadline_changes(
 
 
 def test_timerfd_not_armed_without_timers(
-    loop: epolloop.Loop, wake: socket.socket, arms: ArmCounter
+    loop: epolloop.Loop, wake: socket.socket, armed_deadlines: list[float]
 ) -> None:
     for _ in range(3):
         loop._run_once()
-    assert arms.deadlines == []
+    assert armed_deadlines == []
 
 
 def test_timerfd_wakes_blocking_loop_not_before_deadline(loop: epolloop.Loop) -> None:
@@ -404,25 +392,16 @@ def test_cancelled_earliest_timer_does_not_run_and_next_one_does(loop: epolloop.
 # -- cross-thread wake-ups -------------------------------------------------------------------
 
 
-class SignalCounter:
-    def __init__(self, real: Callable[[int], None]) -> None:
-        self.real = real
-        self.count = 0
-
-    def __call__(self, fd: int) -> None:
-        self.count += 1
-        self.real(fd)
-
-
 @pytest.fixture
-def signals(monkeypatch: pytest.MonkeyPatch) -> SignalCounter:
-    counter = SignalCounter(_linux.eventfd_signal)
-    monkeypatch.setattr(_linux, "eventfd_signal", counter)
-    return counter
+def eventfd_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The fd of every eventfd_signal call (a write to the wake-up eventfd), in order."""
+    fds: list[int] = []
+    _spy_on(monkeypatch, "eventfd_signal", fds.append)
+    return fds
 
 
 def test_threadsafe_calls_while_busy_do_not_write_eventfd(
-    loop: epolloop.Loop, signals: SignalCounter
+    loop: epolloop.Loop, eventfd_writes: list[int]
 ) -> None:
     total = 10_000
     busy = threading.Event()
@@ -437,15 +416,15 @@ def test_threadsafe_calls_while_busy_do_not_write_eventfd(
             loop.stop()
 
     def other_thread() -> None:
-        assert busy.wait(_GUARD)
+        assert busy.wait(GUARD)
         for _ in range(total):
             loop.call_soon_threadsafe(callback)
-        writes_while_busy.append(signals.count)
+        writes_while_busy.append(len(eventfd_writes))
         finished_calling.set()
 
     def keep_loop_busy() -> None:
         busy.set()
-        assert finished_calling.wait(_GUARD), "the other thread never finished"
+        assert finished_calling.wait(GUARD), "the other thread never finished"
 
     thread = threading.Thread(target=other_thread)
     thread.start()
@@ -455,10 +434,10 @@ def test_threadsafe_calls_while_busy_do_not_write_eventfd(
     finally:
         finished_calling.set()
         busy.set()
-        thread.join(_GUARD)
+        thread.join(GUARD)
     assert ran == total
     assert writes_while_busy == [0]
-    assert signals.count == 0
+    assert len(eventfd_writes) == 0
 
 
 class PollSpy:
@@ -478,14 +457,14 @@ class PollSpy:
 
 
 def test_threadsafe_call_while_blocked_wakes_the_loop_with_one_write(
-    loop: epolloop.Loop, signals: SignalCounter
+    loop: epolloop.Loop, eventfd_writes: list[int]
 ) -> None:
     spy = PollSpy(loop._epoll)
     loop._epoll = spy  # type: ignore[assignment]
     ran: list[int] = []
 
     def other_thread() -> None:
-        assert spy.blocking.wait(_GUARD)
+        assert spy.blocking.wait(GUARD)
         loop.call_soon_threadsafe(lambda: (ran.append(threading.get_ident()), loop.stop()))
 
     thread = threading.Thread(target=other_thread)
@@ -493,15 +472,15 @@ def test_threadsafe_call_while_blocked_wakes_the_loop_with_one_write(
     try:
         loop.run_forever()  # nothing to do: blocks until the other thread's call
     finally:
-        thread.join(_GUARD)
+        thread.join(GUARD)
         loop._epoll = spy._epoll
     assert ran == [threading.get_ident()]
-    assert signals.count == 1
+    assert len(eventfd_writes) == 1
     assert not _readable(loop._wakeup_fd), "the eventfd was not drained"
 
 
 def test_threadsafe_call_from_loop_thread_does_not_write(
-    loop: epolloop.Loop, signals: SignalCounter
+    loop: epolloop.Loop, eventfd_writes: list[int]
 ) -> None:
     ran: list[int] = []
     for i in range(100):
@@ -509,7 +488,7 @@ def test_threadsafe_call_from_loop_thread_does_not_write(
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert ran == list(range(100))
-    assert signals.count == 0
+    assert len(eventfd_writes) == 0
 
 
 # -- fairness --------------------------------------------------------------------------------
@@ -570,17 +549,40 @@ def test_due_timer_scheduling_call_soon_runs_next_step(loop: epolloop.Loop) -> N
 # -- registrations and fd reuse --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("then", ["add_reader", "add_writer"])
-def test_stale_registration_never_reaches_a_reused_fd(loop: epolloop.Loop, then: str) -> None:
+def _leave_stale_entry(loop: epolloop.Loop, *directions: str) -> tuple[int, list[str]]:
+    """Watch a socket (with add_reader, add_writer or both), then close it without removing it:
+    the loop keeps a stale entry under a number that is free again. Returns the number and the
+    list the stale callbacks would append to."""
     old, old_peer = socket.socketpair()
     number = old.fileno()
     old_calls: list[str] = []
-    loop.add_reader(old, old_calls.append, "old reader")
-    old.close()  # without remove_reader: the table keeps a stale entry
+    for direction in directions:
+        getattr(loop, f"add_{direction}")(old, old_calls.append, f"old {direction}")
+    old.close()
     old_peer.close()
+    return number, old_calls
 
-    new, new_peer = _socketpair_at(number)
+
+@contextlib.contextmanager
+def _socketpair_reusing(
+    loop: epolloop.Loop, number: int
+) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A new socketpair whose first socket has the fd number *number*; afterwards nothing is
+    watched on the number and both sockets are closed."""
+    new, new_peer = socketpair_at(number)
     try:
+        yield new, new_peer
+    finally:
+        loop.remove_reader(number)
+        loop.remove_writer(number)
+        new.close()
+        new_peer.close()
+
+
+@pytest.mark.parametrize("then", ["add_reader", "add_writer"])
+def test_stale_registration_never_reaches_a_reused_fd(loop: epolloop.Loop, then: str) -> None:
+    number, old_calls = _leave_stale_entry(loop, "reader")
+    with _socketpair_reusing(loop, number) as (new, new_peer):
         assert new.fileno() == number
         new_calls: list[str] = []
         new_peer.sendall(b"for the new socket")  # readable before anyone asks
@@ -612,23 +614,11 @@ def test_stale_registration_never_reaches_a_reused_fd(loop: epolloop.Loop, then:
         assert new_calls[-1] == "new reader"
         assert old_calls == []
         assert number not in loop._watchers
-    finally:
-        loop.remove_reader(number)
-        loop.remove_writer(number)
-        new.close()
-        new_peer.close()
 
 
 def test_stale_registration_with_both_directions(loop: epolloop.Loop) -> None:
-    old, old_peer = socket.socketpair()
-    number = old.fileno()
-    old_calls: list[str] = []
-    loop.add_reader(old, old_calls.append, "old reader")
-    loop.add_writer(old, old_calls.append, "old writer")
-    old.close()
-    old_peer.close()
-    new, new_peer = _socketpair_at(number)
-    try:
+    number, old_calls = _leave_stale_entry(loop, "reader", "writer")
+    with _socketpair_reusing(loop, number) as (new, new_peer):
         new_peer.sendall(b"x")
         got: list[bytes] = []
 
@@ -644,11 +634,6 @@ def test_stale_registration_with_both_directions(loop: epolloop.Loop) -> None:
         # The stale writer is gone too: nothing is watched on the number any more.
         assert number not in loop._watchers
         assert loop.remove_writer(number) is False
-    finally:
-        loop.remove_reader(number)
-        loop.remove_writer(number)
-        new.close()
-        new_peer.close()
 
 
 def test_failed_add_reader_leaves_no_entry(loop: epolloop.Loop) -> None:
@@ -662,12 +647,7 @@ def test_failed_add_reader_leaves_no_entry(loop: epolloop.Loop) -> None:
 
 
 def test_failed_add_on_stale_entry_reused_by_regular_file(loop: epolloop.Loop, tmp_path) -> None:
-    old, old_peer = socket.socketpair()
-    number = old.fileno()
-    old_calls: list[str] = []
-    loop.add_reader(old, old_calls.append, "old")
-    old.close()
-    old_peer.close()
+    number, old_calls = _leave_stale_entry(loop, "reader")
     path = tmp_path / "regular"
     path.write_bytes(b"")
     fd = os.open(path, os.O_RDONLY)

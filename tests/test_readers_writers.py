@@ -1,38 +1,83 @@
 """add_reader / add_writer / remove_reader / remove_writer, on every loop.
 
 Stock asyncio is the reference: every assertion here holds on asyncio's SelectorEventLoop.
-Waits are on events (futures set by the callbacks), never on sleeps; ``_GUARD`` only turns a
-callback that never comes into a failure instead of a hang.
+Waits are on events (futures set by the callbacks), never on sleeps; ``wait``'s guard only turns
+a callback that never comes into a failure instead of a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-_GUARD = 30.0  # seconds: a failure guard, never a synchronisation
-
-
-async def _wait(awaitable: Any) -> Any:
-    return await asyncio.wait_for(awaitable, _GUARD)
-
-
-async def _spin(steps: int = 5) -> None:
-    """Let the loop run a few full iterations (each sleep(0) is one step)."""
-    for _ in range(steps):
-        await asyncio.sleep(0)
+from _helpers import socketpair_at, spin, wait
 
 
 def _xfail_uvloop_remove_result(loop_name: str) -> None:
     if loop_name == "uvloop":
         pytest.xfail("uvloop: remove_reader/remove_writer return None instead of True/False")
+
+
+class CountingCallback:
+    """A callback that counts its calls and keeps their arguments. At call number *until* it
+    runs *then* (if given) and resolves ``reached`` with what *then* returned."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        until: int = 0,
+        then: Callable[[], Any] | None = None,
+    ) -> None:
+        self.calls = 0
+        self.args: list[tuple[Any, ...]] = []
+        self.reached: asyncio.Future[Any] = loop.create_future()
+        self._until = until
+        self._then = then
+
+    def __call__(self, *args: Any) -> None:
+        self.calls += 1
+        self.args.append(args)
+        if self.calls == self._until:
+            self.reached.set_result(self._then() if self._then is not None else None)
+
+
+def read_once(
+    loop: asyncio.AbstractEventLoop, watched: Any, recv: Callable[[], bytes]
+) -> CountingCallback:
+    """Add a reader on *watched* that removes itself at its first call and resolves
+    ``reached`` with recv()."""
+
+    def remove_and_read() -> bytes:
+        loop.remove_reader(watched)
+        return recv()
+
+    reader = CountingCallback(loop, until=1, then=remove_and_read)
+    loop.add_reader(watched, reader)
+    return reader
+
+
+@contextlib.contextmanager
+def socketpairs(
+    loop: asyncio.AbstractEventLoop, count: int
+) -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    """*count* connected socketpairs; afterwards nothing stays watched on the first socket of
+    each, and every socket is closed."""
+    pairs = [socket.socketpair() for _ in range(count)]
+    try:
+        yield pairs
+    finally:
+        for sock, peer in pairs:
+            loop.remove_reader(sock)
+            loop.remove_writer(sock)
+            sock.close()
+            peer.close()
 
 
 class FileLike:
@@ -116,6 +161,36 @@ class Channel:
             return self.sock.send(data)
         return os.write(self.tx_fd, data)
 
+    def fill_tx(self) -> int:
+        """Write to tx until it would block; returns how many bytes that took."""
+        sent = 0
+        try:
+            while True:
+                sent += self.write_tx(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        return sent
+
+    # A direction is "reader" (add_reader on rx) or "writer" (add_writer on tx).
+
+    def watch(
+        self, loop: asyncio.AbstractEventLoop, direction: str, callback: Any, *args: Any
+    ) -> None:
+        if direction == "reader":
+            loop.add_reader(self.rx, callback, *args)
+        else:
+            loop.add_writer(self.tx, callback, *args)
+
+    def unwatch(self, loop: asyncio.AbstractEventLoop, direction: str) -> bool:
+        if direction == "reader":
+            return loop.remove_reader(self.rx)
+        return loop.remove_writer(self.tx)
+
+    def make_ready(self, direction: str) -> None:
+        """Make the direction's fd ready: data for rx; tx is writable from the start."""
+        if direction == "reader":
+            self.send(b"x")
+
     def close(self) -> None:
         for f in self._files:
             f.close()
@@ -145,51 +220,59 @@ def sockchan(request: pytest.FixtureRequest) -> Iterator[Channel]:
     c.close()
 
 
+# -- readers and writers alike ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("direction", ["reader", "writer"])
+async def test_callback_keeps_firing_while_ready(chan: Channel, direction: str) -> None:
+    """Level-triggered: a callback that does nothing about the readiness is called again, with
+    its arguments, until it is removed."""
+    loop = asyncio.get_running_loop()
+    callback = CountingCallback(loop, until=5, then=lambda: chan.unwatch(loop, direction))
+    chan.watch(loop, direction, callback, "tag")
+    try:
+        chan.make_ready(direction)
+        await wait(callback.reached)
+        await spin()
+        assert callback.calls == 5
+        assert callback.args == [("tag",)] * 5
+        if direction == "reader":
+            assert chan.recv() == b"x"
+    finally:
+        chan.unwatch(loop, direction)
+
+
+@pytest.mark.parametrize("direction", ["reader", "writer"])
+async def test_adding_again_replaces_the_callback(chan: Channel, direction: str) -> None:
+    loop = asyncio.get_running_loop()
+    old = CountingCallback(loop)
+    # Level-triggered: the new one fires again and again; the old must never be among them.
+    new = CountingCallback(loop, until=3, then=lambda: chan.unwatch(loop, direction))
+    chan.watch(loop, direction, old)
+    chan.watch(loop, direction, new)
+    try:
+        chan.make_ready(direction)
+        await wait(new.reached)
+        await spin()
+        assert old.calls == 0
+        assert new.calls == 3
+    finally:
+        chan.unwatch(loop, direction)
+
+
 # -- readers ---------------------------------------------------------------------------------
 
 
 async def test_reader_fires_when_data_arrives(chan: Channel) -> None:
     loop = asyncio.get_running_loop()
-    got: asyncio.Future[bytes] = loop.create_future()
-    calls = 0
-
-    def on_readable() -> None:
-        nonlocal calls
-        calls += 1
-        loop.remove_reader(chan.rx)
-        got.set_result(chan.recv())
-
-    loop.add_reader(chan.rx, on_readable)
+    reader = read_once(loop, chan.rx, chan.recv)
     try:
-        await _spin()
-        assert calls == 0, "reader fired before any data arrived"
+        await spin()
+        assert reader.calls == 0, "reader fired before any data arrived"
         chan.send(b"hello")
-        assert await _wait(got) == b"hello"
-        await _spin()
-        assert calls == 1
-    finally:
-        loop.remove_reader(chan.rx)
-
-
-async def test_reader_is_level_triggered(chan: Channel) -> None:
-    loop = asyncio.get_running_loop()
-    fired_enough = loop.create_future()
-    calls = 0
-
-    def on_readable() -> None:
-        # Reads nothing: a level-triggered readiness keeps being reported.
-        nonlocal calls
-        calls += 1
-        if calls == 5:
-            loop.remove_reader(chan.rx)
-            fired_enough.set_result(None)
-
-    loop.add_reader(chan.rx, on_readable)
-    try:
-        chan.send(b"x")
-        await _wait(fired_enough)
-        assert calls == 5
-        assert chan.recv() == b"x"
+        assert await wait(reader.reached) == b"hello"
+        await spin()
+        assert reader.calls == 1
     finally:
         loop.remove_reader(chan.rx)
 
@@ -209,8 +292,8 @@ async def test_reader_stops_firing_once_drained(sockchan: Channel) -> None:
     loop.add_reader(sockchan.rx, on_readable)
     try:
         sockchan.send(b"abc")
-        await _wait(drained)
-        await _spin(10)
+        await wait(drained)
+        await spin(10)
         assert calls == 1
     finally:
         loop.remove_reader(sockchan.rx)
@@ -227,53 +310,18 @@ async def test_reader_args_passed_through(chan: Channel) -> None:
 
     loop.add_reader(chan.rx, on_readable, 1, "two", marker)
     chan.send(b"x")
-    args, kwargs = await _wait(got)
+    args, kwargs = await wait(got)
     assert args == (1, "two", marker)
     assert args[2] is marker
     assert kwargs == {}
 
 
-async def test_replacing_reader_replaces_callback(chan: Channel) -> None:
-    loop = asyncio.get_running_loop()
-    new_fired = loop.create_future()
-    old_calls = 0
-    new_calls = 0
-
-    def old() -> None:
-        nonlocal old_calls
-        old_calls += 1
-
-    def new() -> None:
-        nonlocal new_calls
-        new_calls += 1
-        if new_calls == 3:  # level-triggered: fires again; old must never be among them
-            loop.remove_reader(chan.rx)
-            new_fired.set_result(None)
-
-    loop.add_reader(chan.rx, old)
-    loop.add_reader(chan.rx, new)
-    try:
-        chan.send(b"x")
-        await _wait(new_fired)
-        await _spin()
-        assert old_calls == 0
-        assert new_calls == 3
-    finally:
-        loop.remove_reader(chan.rx)
-
-
 async def test_peer_close_wakes_reader_with_eof(chan: Channel) -> None:
     loop = asyncio.get_running_loop()
-    got = loop.create_future()
-
-    def on_readable() -> None:
-        loop.remove_reader(chan.rx)
-        got.set_result(chan.recv())
-
-    loop.add_reader(chan.rx, on_readable)
+    reader = read_once(loop, chan.rx, chan.recv)
     try:
         chan.close_peer_of_rx()
-        assert await _wait(got) == b""
+        assert await wait(reader.reached) == b""
     finally:
         loop.remove_reader(chan.rx)
 
@@ -294,7 +342,7 @@ async def test_data_then_peer_close(sockchan: Channel) -> None:
     try:
         sockchan.send(b"last words")
         sockchan.close_peer_of_rx()
-        await _wait(eof)
+        await wait(eof)
         assert b"".join(chunks) == b"last words"
         assert chunks[-1] == b""
     finally:
@@ -304,87 +352,24 @@ async def test_data_then_peer_close(sockchan: Channel) -> None:
 # -- writers ---------------------------------------------------------------------------------
 
 
-async def test_writer_fires_while_writable(chan: Channel) -> None:
-    loop = asyncio.get_running_loop()
-    fired_enough = loop.create_future()
-    calls = 0
-
-    def on_writable(tag: str) -> None:
-        assert tag == "tag"
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            loop.remove_writer(chan.tx)
-            fired_enough.set_result(None)
-
-    loop.add_writer(chan.tx, on_writable, "tag")
-    try:
-        await _wait(fired_enough)
-        await _spin()
-        assert calls == 3
-    finally:
-        loop.remove_writer(chan.tx)
-
-
 async def test_writer_waits_for_room(sockchan: Channel) -> None:
     loop = asyncio.get_running_loop()
-    sent = 0
+    sent = sockchan.fill_tx()
+    writer = CountingCallback(loop, until=1, then=lambda: loop.remove_writer(sockchan.tx))
+    loop.add_writer(sockchan.tx, writer)
     try:
-        while True:
-            sent += sockchan.write_tx(b"x" * 65536)
-    except BlockingIOError:
-        pass
-    writable = loop.create_future()
-    calls = 0
-
-    def on_writable() -> None:
-        nonlocal calls
-        calls += 1
-        loop.remove_writer(sockchan.tx)
-        writable.set_result(None)
-
-    loop.add_writer(sockchan.tx, on_writable)
-    try:
-        await _spin()
-        assert calls == 0, "writer fired while the send buffer was full"
+        await spin()
+        assert writer.calls == 0, "writer fired while the send buffer was full"
         received = 0
         while received < sent:
             try:
                 received += len(sockchan.peer.recv(1 << 20))
             except BlockingIOError:
                 break
-        await _wait(writable)
-        assert calls == 1
+        await wait(writer.reached)
+        assert writer.calls == 1
     finally:
         loop.remove_writer(sockchan.tx)
-
-
-async def test_replacing_writer_replaces_callback(chan: Channel) -> None:
-    loop = asyncio.get_running_loop()
-    new_fired = loop.create_future()
-    old_calls = 0
-    new_calls = 0
-
-    def old() -> None:
-        nonlocal old_calls
-        old_calls += 1
-
-    def new() -> None:
-        nonlocal new_calls
-        new_calls += 1
-        if new_calls == 3:
-            loop.remove_writer(chan.tx)
-            new_fired.set_result(None)
-
-    loop.add_writer(chan.tx, old)
-    loop.add_writer(chan.tx, new)
-    try:
-        await _wait(new_fired)
-        await _spin()
-        assert old_calls == 0
-        assert new_calls == 3
-    finally:
-        loop.remove_writer(chan.tx)
 
 
 async def test_writer_woken_when_reading_side_goes_away(chan: Channel) -> None:
@@ -392,11 +377,7 @@ async def test_writer_woken_when_reading_side_goes_away(chan: Channel) -> None:
     outcome = loop.create_future()
     state = "full"
     # Fill the buffer first, so that only the peer's departure can make tx "ready".
-    try:
-        while True:
-            chan.write_tx(b"x" * 65536)
-    except BlockingIOError:
-        pass
+    chan.fill_tx()
 
     def on_ready() -> None:
         loop.remove_writer(chan.tx)
@@ -409,11 +390,11 @@ async def test_writer_woken_when_reading_side_goes_away(chan: Channel) -> None:
 
     loop.add_writer(chan.tx, on_ready)
     try:
-        await _spin()
+        await spin()
         assert not outcome.done(), "writer fired while the buffer was full"
         state = "peer closed"
         chan.close_peer_of_tx()
-        seen_state, exc = await _wait(outcome)
+        seen_state, exc = await wait(outcome)
         assert seen_state == "peer closed"
         assert isinstance(exc, BrokenPipeError)
     finally:
@@ -425,31 +406,19 @@ async def test_writer_woken_when_reading_side_goes_away(chan: Channel) -> None:
 
 async def test_remove_writer_keeps_reader(sockchan: Channel) -> None:
     loop = asyncio.get_running_loop()
-    writer_fired = loop.create_future()
-    read = loop.create_future()
-    writer_calls = 0
-
-    def on_writable() -> None:
-        nonlocal writer_calls
-        writer_calls += 1
-        if not writer_fired.done():
-            writer_fired.set_result(None)
-
-    def on_readable() -> None:
-        read.set_result(sockchan.recv())
-
-    loop.add_reader(sockchan.rx, on_readable)
-    loop.add_writer(sockchan.tx, on_writable)
+    writer = CountingCallback(loop, until=1)
+    reader = read_once(loop, sockchan.rx, sockchan.recv)
+    loop.add_writer(sockchan.tx, writer)
     try:
-        await _wait(writer_fired)
+        await wait(writer.reached)
         loop.remove_writer(sockchan.tx)
-        calls_at_removal = writer_calls
-        await _spin()
-        assert not read.done()
+        calls_at_removal = writer.calls
+        await spin()
+        assert not reader.reached.done()
         sockchan.send(b"still here")
-        assert await _wait(read) == b"still here"
-        await _spin()
-        assert writer_calls == calls_at_removal
+        assert await wait(reader.reached) == b"still here"
+        await spin()
+        assert writer.calls == calls_at_removal
     finally:
         loop.remove_reader(sockchan.rx)
         loop.remove_writer(sockchan.tx)
@@ -457,29 +426,17 @@ async def test_remove_writer_keeps_reader(sockchan: Channel) -> None:
 
 async def test_remove_reader_keeps_writer(sockchan: Channel) -> None:
     loop = asyncio.get_running_loop()
-    writes = loop.create_future()
-    reader_calls = 0
-    writer_calls = 0
-
-    def on_readable() -> None:
-        nonlocal reader_calls
-        reader_calls += 1
-
-    def on_writable() -> None:
-        nonlocal writer_calls
-        writer_calls += 1
-        if writer_calls == 3:
-            writes.set_result(None)
-
-    loop.add_reader(sockchan.rx, on_readable)
-    loop.add_writer(sockchan.tx, on_writable)
+    reader = CountingCallback(loop)
+    writer = CountingCallback(loop, until=3)
+    loop.add_reader(sockchan.rx, reader)
+    loop.add_writer(sockchan.tx, writer)
     try:
         loop.remove_reader(sockchan.rx)
         sockchan.send(b"unwatched")  # readable now, but nobody is watching
-        await _wait(writes)
-        await _spin()
-        assert reader_calls == 0
-        assert writer_calls >= 3
+        await wait(writer.reached)
+        await spin()
+        assert reader.calls == 0
+        assert writer.calls >= 3
         assert sockchan.recv() == b"unwatched"
     finally:
         loop.remove_reader(sockchan.rx)
@@ -505,7 +462,7 @@ async def test_reader_and_writer_fire_independently(sockchan: Channel) -> None:
     loop.add_reader(sockchan.rx, mark, "r")
     try:
         sockchan.send(b"x")
-        await _wait(both)
+        await wait(both)
     finally:
         loop.remove_reader(sockchan.rx)
         loop.remove_writer(sockchan.tx)
@@ -601,21 +558,10 @@ async def test_bad_fd_is_refused(
         }.get(case)
         # A registration made before the failure must survive it.
         healthy = Channel("socketpair", "int")
-        got = loop.create_future()
-
-        def on_healthy() -> None:
-            loop.remove_reader(healthy.rx)
-            got.set_result(healthy.recv())
-
-        loop.add_reader(healthy.rx, on_healthy)
+        healthy_reader = read_once(loop, healthy.rx, healthy.recv)
         if case == "closed":
             bad = _closed_fd()
-        calls = 0
-
-        def never() -> None:
-            nonlocal calls
-            calls += 1
-
+        never = CountingCallback(loop)
         try:
             with pytest.raises(exc_type) as info:
                 getattr(loop, method)(bad, never)
@@ -623,11 +569,11 @@ async def test_bad_fd_is_refused(
                 assert info.value.errno == err
             # The loop is unharmed.
             healthy.send(b"alive")
-            assert await _wait(got) == b"alive"
+            assert await wait(healthy_reader.reached) == b"alive"
         finally:
             loop.remove_reader(healthy.rx)
             healthy.close()
-        assert calls == 0
+        assert never.calls == 0
         if exc_type is ValueError:
             with pytest.raises(ValueError):
                 loop.remove_reader(bad)
@@ -645,17 +591,11 @@ async def test_failed_add_leaves_fd_number_usable(method: str) -> None:
     number = _closed_fd()
     with pytest.raises(OSError):
         getattr(loop, method)(number, lambda: None)
-    sock, peer = _socketpair_at(number)
+    sock, peer = socketpair_at(number)
     with sock, peer:
-        got = loop.create_future()
-
-        def on_readable() -> None:
-            loop.remove_reader(sock)
-            got.set_result(sock.recv(100))
-
-        loop.add_reader(sock, on_readable)
+        reader = read_once(loop, sock, lambda: sock.recv(100))
         peer.sendall(b"fresh")
-        assert await _wait(got) == b"fresh"
+        assert await wait(reader.reached) == b"fresh"
 
 
 async def test_regular_file_refused_for_both_directions_then_pipe_works() -> None:
@@ -667,15 +607,9 @@ async def test_regular_file_refused_for_both_directions_then_pipe_works() -> Non
             loop.add_writer(regular.fileno(), lambda: None)
     c = Channel("pipe", "int")
     try:
-        got = loop.create_future()
-
-        def on_readable() -> None:
-            loop.remove_reader(c.rx)
-            got.set_result(c.recv())
-
-        loop.add_reader(c.rx, on_readable)
+        reader = read_once(loop, c.rx, c.recv)
         c.send(b"ok")
-        assert await _wait(got) == b"ok"
+        assert await wait(reader.reached) == b"ok"
     finally:
         c.close()
 
@@ -697,50 +631,24 @@ def test_add_on_closed_loop(new_loop: Any, loop_name: str) -> None:
 # -- fd reuse --------------------------------------------------------------------------------
 
 
-def _socketpair_at(fd: int) -> tuple[socket.socket, socket.socket]:
-    """A connected socketpair whose first socket has the fd number *fd* (which is free)."""
-    first, second = socket.socketpair()
-    if first.fileno() != fd:
-        os.dup2(first.fileno(), fd, inheritable=False)
-        first.close()
-        first = socket.socket(fileno=fd)
-    first.setblocking(False)
-    second.setblocking(False)
-    return first, second
-
-
 async def test_fd_number_reused_after_remove_and_close() -> None:
     loop = asyncio.get_running_loop()
     old, old_peer = socket.socketpair()
     number = old.fileno()
-    old_calls = 0
-
-    def old_reader() -> None:
-        nonlocal old_calls
-        old_calls += 1
-
+    old_reader = CountingCallback(loop)
     loop.add_reader(old, old_reader)
     loop.remove_reader(old)
     old.close()
     old_peer.close()
 
-    new, new_peer = _socketpair_at(number)
+    new, new_peer = socketpair_at(number)
     with new, new_peer:
         assert new.fileno() == number
-        got = loop.create_future()
-        new_calls = 0
-
-        def new_reader() -> None:
-            nonlocal new_calls
-            new_calls += 1
-            loop.remove_reader(new)
-            got.set_result(new.recv(100))
-
-        loop.add_reader(number, new_reader)
+        new_reader = read_once(loop, number, lambda: new.recv(100))
         new_peer.sendall(b"new")
-        assert await _wait(got) == b"new"
-        await _spin()
-        assert (old_calls, new_calls) == (0, 1)
+        assert await wait(new_reader.reached) == b"new"
+        await spin()
+        assert (old_reader.calls, new_reader.calls) == (0, 1)
 
 
 # -- errors in callbacks ---------------------------------------------------------------------
@@ -757,44 +665,33 @@ async def test_reader_exception_goes_to_handler_and_loop_keeps_running() -> None
             reported.set_result(None)
 
     loop.set_exception_handler(handler)
-    a, b = socket.socketpair()
-    c, d = socket.socketpair()
     try:
-        calls = 0
+        with socketpairs(loop, 2) as [(a, b), (c, d)]:
+            calls = 0
 
-        def broken() -> None:
-            nonlocal calls
-            calls += 1
-            if calls == 2:
-                loop.remove_reader(a)
-            raise ZeroDivisionError("boom")
+            def broken() -> None:
+                nonlocal calls
+                calls += 1
+                if calls == 2:
+                    loop.remove_reader(a)
+                raise ZeroDivisionError("boom")
 
-        loop.add_reader(a, broken)
-        b.sendall(b"x")
-        await _wait(reported)
+            loop.add_reader(a, broken)
+            b.sendall(b"x")
+            await wait(reported)
 
-        # The loop survives, keeps calling the reader (level-triggered) and other fds work.
-        got = loop.create_future()
-
-        def healthy() -> None:
-            loop.remove_reader(c)
-            got.set_result(c.recv(10))
-
-        loop.add_reader(c, healthy)
-        d.sendall(b"fine")
-        assert await _wait(got) == b"fine"
-        await _spin()
-        assert calls == 2
-        assert len(contexts) == 2
-        for context in contexts:
-            assert isinstance(context["exception"], ZeroDivisionError)
-            assert "handle" in context
+            # The loop survives, keeps calling the reader (level-triggered) and other fds work.
+            healthy = read_once(loop, c, lambda: c.recv(10))
+            d.sendall(b"fine")
+            assert await wait(healthy.reached) == b"fine"
+            await spin()
+            assert calls == 2
+            assert len(contexts) == 2
+            for context in contexts:
+                assert isinstance(context["exception"], ZeroDivisionError)
+                assert "handle" in context
     finally:
         loop.set_exception_handler(None)
-        loop.remove_reader(a)
-        loop.remove_reader(c)
-        for s in (a, b, c, d):
-            s.close()
 
 
 @pytest.mark.loop_errors
@@ -812,8 +709,8 @@ async def test_reader_exception_is_logged_by_default(caplog: pytest.LogCaptureFi
         with caplog.at_level("ERROR", logger="asyncio"):
             loop.add_reader(a, broken)
             b.sendall(b"x")
-            await _wait(raised)
-            await _spin()
+            await wait(raised)
+            await spin()
         errors = [r for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"]
         assert len(errors) == 1
         assert errors[0].exc_info is not None
@@ -825,10 +722,9 @@ async def test_reader_exception_is_logged_by_default(caplog: pytest.LogCaptureFi
 
 async def test_reader_removed_by_earlier_callback_in_same_iteration_does_not_run() -> None:
     loop = asyncio.get_running_loop()
-    pairs = [socket.socketpair(), socket.socketpair()]
     ran: list[int] = []
     done = loop.create_future()
-    try:
+    with socketpairs(loop, 2) as pairs:
         socks = [p[0] for p in pairs]
 
         def on_readable(me: int) -> None:
@@ -844,22 +740,16 @@ async def test_reader_removed_by_earlier_callback_in_same_iteration_does_not_run
         # Both readable before the loop next waits: one iteration reports both.
         for _, peer in pairs:
             peer.sendall(b"x")
-        await _wait(done)
-        await _spin()
+        await wait(done)
+        await spin()
         assert len(ran) == 1
-    finally:
-        for p in pairs:
-            loop.remove_reader(p[0])
-            p[0].close()
-            p[1].close()
 
 
 async def test_reader_replaced_by_earlier_callback_in_same_iteration() -> None:
     loop = asyncio.get_running_loop()
-    pairs = [socket.socketpair(), socket.socketpair()]
     ran: list[str] = []
     replacement_ran = loop.create_future()
-    try:
+    with socketpairs(loop, 2) as pairs:
         socks = [p[0] for p in pairs]
 
         def replacement(me: int) -> None:
@@ -877,24 +767,18 @@ async def test_reader_replaced_by_earlier_callback_in_same_iteration() -> None:
             loop.add_reader(s, original, i)
         for _, peer in pairs:
             peer.sendall(b"x")
-        other = await _wait(replacement_ran)
-        await _spin()
+        other = await wait(replacement_ran)
+        await spin()
         assert ran == [f"original{1 - other}", f"replacement{other}"]
-    finally:
-        for p in pairs:
-            loop.remove_reader(p[0])
-            p[0].close()
-            p[1].close()
 
 
 async def test_writer_removed_by_reader_in_same_iteration() -> None:
     """Reader and writer of one fd, both ready in one wait; the one that runs first removes
     the other, which must not run."""
     loop = asyncio.get_running_loop()
-    a, b = socket.socketpair()
     ran: list[str] = []
     done = loop.create_future()
-    try:
+    with socketpairs(loop, 1) as [(a, b)]:
 
         def first(me: str) -> None:
             ran.append(me)
@@ -905,14 +789,9 @@ async def test_writer_removed_by_reader_in_same_iteration() -> None:
         b.sendall(b"x")
         loop.add_reader(a, first, "reader")
         loop.add_writer(a, first, "writer")
-        await _wait(done)
-        await _spin()
+        await wait(done)
+        await spin()
         assert len(ran) == 1
-    finally:
-        loop.remove_reader(a)
-        loop.remove_writer(a)
-        a.close()
-        b.close()
 
 
 # -- many fds --------------------------------------------------------------------------------
@@ -921,10 +800,9 @@ async def test_writer_removed_by_reader_in_same_iteration() -> None:
 async def test_many_fds_each_deliver_one_message() -> None:
     loop = asyncio.get_running_loop()
     count = 500
-    pairs = [socket.socketpair() for _ in range(count)]
     received: dict[int, bytes] = {}
     all_in = loop.create_future()
-    try:
+    with socketpairs(loop, count) as pairs:
         for s, _ in pairs:
             s.setblocking(False)
 
@@ -939,10 +817,5 @@ async def test_many_fds_each_deliver_one_message() -> None:
             loop.add_reader(s.fileno(), on_readable, i, s)
         for i, (_, peer) in enumerate(pairs):
             peer.sendall(b"msg %d" % i)
-        await _wait(all_in)
+        await wait(all_in)
         assert received == {i: b"msg %d" % i for i in range(count)}
-    finally:
-        for s, peer in pairs:
-            loop.remove_reader(s)
-            s.close()
-            peer.close()

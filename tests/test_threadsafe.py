@@ -3,7 +3,6 @@ debug mode's refusal of non-thread-safe calls from other threads."""
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import queue
 import signal
@@ -11,19 +10,14 @@ import threading
 import time
 
 import pytest
-
-var = contextvars.ContextVar("var", default="unset")
+from _helpers import GUARD, context_where_var_is, noop, record_var, var, wait
 
 THREADS = 8
 CALLS_PER_THREAD = 10_000
 
 
-def noop(*args):
-    pass
-
-
 @contextlib.contextmanager
-def watchdog(seconds=30.0):
+def watchdog(seconds=GUARD):
     """Safety net for a loop that may never wake up: after *seconds*, interrupt this thread with
     a signal whose handler raises. A signal touches no loop state, unlike a timer or a watched
     fd, which would change what the loop is waiting for."""
@@ -212,7 +206,7 @@ async def test_thread_resolves_futures_of_a_running_coroutine():
         for n in range(200):
             future = loop.create_future()
             requests.put((future, n))
-            assert await asyncio.wait_for(future, 30) == n * 2
+            assert await wait(future) == n * 2
     finally:
         requests.put(None)
         thread.join(timeout=30)
@@ -224,17 +218,12 @@ async def test_thread_resolves_futures_of_a_running_coroutine():
 def test_context_argument_from_a_thread(new_loop):
     loop = new_loop()
     seen = []
-    context = contextvars.copy_context()
-    context.run(var.set, "explicit")
-
-    def callback(name):
-        seen.append((name, var.get()))
-        var.set(f"set by {name}")
+    context = context_where_var_is("explicit")
 
     def from_thread():
         var.set("thread's own")
-        loop.call_soon_threadsafe(callback, "explicit", context=context)
-        loop.call_soon_threadsafe(callback, "default")
+        loop.call_soon_threadsafe(record_var, seen, "explicit", context=context)
+        loop.call_soon_threadsafe(record_var, seen, "default")
         var.set("changed after the call")
         loop.call_soon_threadsafe(loop.stop)
 

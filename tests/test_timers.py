@@ -1,19 +1,13 @@
 """call_later and call_at: deadline order, zero and negative delays, TimerHandle, cancellation,
 the loop's clock, and timers that must never fire early."""
 
-import contextvars
 import math
 import random
 import time
 from fractions import Fraction
 
 import pytest
-
-var = contextvars.ContextVar("var", default="unset")
-
-
-def noop(*args):
-    pass
+from _helpers import context_where_var_is, noop, record_var, var, var_set_to
 
 
 def run_until_stopped(loop, safety_net=30.0):
@@ -314,32 +308,31 @@ def test_timers_never_fire_early(new_loop, loop_name):
 
 def test_timer_context_argument_and_default_context(new_loop):
     loop = new_loop()
-    context = contextvars.copy_context()
-    context.run(var.set, "explicit")
+    context = context_where_var_is("explicit")
     seen = []
-
-    def callback(name):
-        seen.append((name, var.get()))
-        var.set(f"set by {name}")
-
-    token = var.set("caller")
-    try:
-        loop.call_later(0.001, callback, "explicit", context=context)
-        loop.call_later(0.002, callback, "default")
+    with var_set_to("caller"):
+        loop.call_later(0.001, record_var, seen, "explicit", context=context)
+        loop.call_later(0.002, record_var, seen, "default")
         var.set("changed after the call")
         loop.call_later(0.005, loop.stop)
         assert run_until_stopped(loop)
         assert seen == [("explicit", "explicit"), ("default", "caller")]
         assert context[var] == "set by explicit"
         assert var.get() == "changed after the call"
-    finally:
-        var.reset(token)
 
 
 # -- errors -----------------------------------------------------------------------------------
 
 
-def test_exception_in_a_timer_goes_to_the_exception_handler(new_loop):
+def _in_seconds(loop, method, delay, callback, *args):
+    """Schedule *callback* to run *delay* seconds from now, with call_at or call_later."""
+    if method == "call_at":
+        return loop.call_at(loop.time() + delay, callback, *args)
+    return loop.call_later(delay, callback, *args)
+
+
+@pytest.mark.parametrize("method", ["call_at", "call_later"])
+def test_exception_in_a_timer_goes_to_the_exception_handler(new_loop, method):
     loop = new_loop()
     reports = []
     fired = []
@@ -349,10 +342,9 @@ def test_exception_in_a_timer_goes_to_the_exception_handler(new_loop):
         raise error
 
     loop.set_exception_handler(lambda loop, context: reports.append(context))
-    start = loop.time()
-    handle = loop.call_at(start + 0.001, fail)
-    loop.call_at(start + 0.002, fired.append, "later timer")
-    loop.call_at(start + 0.003, loop.stop)
+    handle = _in_seconds(loop, method, 0.001, fail)
+    _in_seconds(loop, method, 0.002, fired.append, "later timer")
+    _in_seconds(loop, method, 0.003, loop.stop)
     assert run_until_stopped(loop)
     assert fired == ["later timer"]
     [context] = reports
