@@ -8,13 +8,22 @@ futures (asyncio's own C types), error handling, debug mode, executors and async
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import sys
 import threading
 import traceback
 import warnings
 import weakref
-from asyncio import AbstractEventLoop, Future, Task, constants, events, futures, tasks, timeouts
+from asyncio import (
+    AbstractEventLoop,
+    Future,
+    Task,
+    constants,
+    coroutines,
+    events,
+    futures,
+    tasks,
+    timeouts,
+)
 from asyncio.log import logger
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import Context
@@ -26,13 +35,6 @@ _T = TypeVar("_T")
 
 ExceptionHandler = Callable[[AbstractEventLoop, dict[str, Any]], object]
 TaskFactory = Callable[..., "Future[Any]"]
-
-
-def _debug_mode_requested() -> bool:
-    """asyncio's rule: -X dev, or PYTHONASYNCIODEBUG unless -E ignores the environment."""
-    return sys.flags.dev_mode or (
-        not sys.flags.ignore_environment and bool(os.environ.get("PYTHONASYNCIODEBUG"))
-    )
 
 
 def _stop_when_done(future: Future[Any]) -> None:
@@ -64,7 +66,8 @@ class Loop(Reactor, AbstractEventLoop):
         self._old_agen_hooks: Any = None
         self._coroutine_origin_tracking_enabled = False
         self._coroutine_origin_tracking_saved_depth: int | None = None
-        self.set_debug(_debug_mode_requested())
+        # asyncio's own rule: -X dev, or PYTHONASYNCIODEBUG unless -E ignores the environment.
+        self.set_debug(coroutines._is_debug_mode())
 
     def __repr__(self) -> str:
         return (
