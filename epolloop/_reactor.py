@@ -307,9 +307,23 @@ class Reactor:
         """Stop watching *fd* for writing; True if a writer was registered."""
         return self._unwatch(_fileobj_to_fd(fd), _WRITE)
 
+    # The loop's own users (transports, sock_* operations) pass int fds and want the handle.
+
+    def _add_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> Handle:
+        return self._watch(fd, _READ, callback, args)
+
+    def _add_writer(self, fd: int, callback: Callable[..., object], *args: Any) -> Handle:
+        return self._watch(fd, _WRITE, callback, args)
+
+    def _remove_reader(self, fd: int) -> bool:
+        return self._unwatch(fd, _READ)
+
+    def _remove_writer(self, fd: int) -> bool:
+        return self._unwatch(fd, _WRITE)
+
     def _watch(
         self, fd: int, direction: int, callback: Callable[..., object], args: tuple[Any, ...]
-    ) -> None:
+    ) -> Handle:
         if self._closed or self._debug or not callable(callback):
             self._check_call(callback, ("add_reader", "add_writer")[direction])
         handle = Handle(callback, args, self, None)
@@ -333,6 +347,7 @@ class Reactor:
         watchers[direction] = handle
         if previous is not None:
             previous.cancel()
+        return handle
 
     def _unwatch(self, fd: int, direction: int) -> bool:
         if self._closed:

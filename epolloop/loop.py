@@ -30,6 +30,7 @@ from contextvars import Context
 from typing import Any, TypeVar
 
 from ._reactor import Reactor
+from .net import Networking
 
 _T = TypeVar("_T")
 
@@ -51,11 +52,13 @@ def _format_handle(handle: events.Handle) -> str:
     return repr(owner) if isinstance(owner, Task) else str(handle)
 
 
-class Loop(Reactor, AbstractEventLoop):
+class Loop(Networking, Reactor, AbstractEventLoop):
     """An asyncio event loop on epoll, timerfd and eventfd."""
 
     def __init__(self) -> None:
         Reactor.__init__(self)
+        # fd -> the transport that owns it, so user watchers cannot steal a transport's fd.
+        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self.slow_callback_duration = 0.1
         self._exception_handler: ExceptionHandler | None = None
         self._task_factory: TaskFactory | None = None

@@ -64,18 +64,17 @@ MODULES = (
     "test_threads",
     "test_eager_task_factory",  # 3.12+
     "test_staggered",  # 3.13+
-    "test_streams",  # StreamReader on the loop; the networking half is excluded
+    "test_streams",
 )
 
 # -- exclusions -----------------------------------------------------------------------------
 # A reason starts with its kind (the summary counts by kind). Missing features name the part
 # of the package (DESIGN.md) whose issue brings them.
-TCP = "networking: sockets, TCP/Unix transports and servers are not implemented (net.py issue)"
-SSL = "networking: TLS over transports is not implemented (net.py start_tls issue)"
 UDP = "networking: datagram endpoints are not implemented (transports/datagram.py issue)"
 PIPES = "pipes: connect_read_pipe/connect_write_pipe are not implemented (transports/pipes.py)"
 SUBPROCESS = "subprocess: subprocesses are not implemented (transports/subprocess.py issue)"
 SIGNALS = "signals: add_signal_handler is not implemented (signals.py issue)"
+MOCKED_SOCKET = "internals: mocks the socket module inside asyncio.base_events"
 SCHEDULED = "internals: inspects BaseEventLoop._scheduled, the stock loop's timer heap"
 SELECTOR = "internals: mocks BaseEventLoop._selector/_process_events and drives _run_once()"
 
@@ -99,36 +98,8 @@ EXCLUDED: dict[str, str] = {
     _EVENTS + "test_create_datagram_endpoint_ipv6": UDP,
     _EVENTS + "test_create_datagram_endpoint_sock": UDP,
     _EVENTS + "test_datagram_send_to_non_listening_address": UDP,
-    _EVENTS + "test_connect_accepted_socket": TCP,
-    _EVENTS + "test_create_connection": TCP,
-    _EVENTS + "test_create_connection_local_addr": TCP,
-    _EVENTS + "test_create_connection_local_addr_in_use": TCP,
-    _EVENTS + "test_create_connection_local_addr_nomatch_family": TCP,
-    _EVENTS + "test_create_connection_local_addr_skip_different_family": TCP,
-    _EVENTS + "test_create_server": TCP,
-    _EVENTS + "test_create_server_addr_in_use": TCP,
-    _EVENTS + "test_create_server_dual_stack": TCP,
-    _EVENTS + "test_create_server_multiple_hosts_ipv4": TCP,
-    _EVENTS + "test_create_server_multiple_hosts_ipv6": TCP,
-    _EVENTS + "test_create_server_reuse_port": TCP,
-    _EVENTS + "test_create_server_sock": TCP,
-    _EVENTS + "test_create_server_trsock": TCP,
-    _EVENTS + "test_create_unix_connection": TCP,
-    _EVENTS + "test_create_unix_server": TCP,
-    _EVENTS + "test_create_unix_server_path_socket_error": TCP,
-    _EVENTS + "test_prompt_cancellation": TCP,
-    _EVENTS + "test_server_close": TCP,
-    _EVENTS + "test_connect_accepted_socket_ssl_timeout_for_plain_socket": SSL,
-    _EVENTS + "test_create_server_ssl": SSL,
-    _EVENTS + "test_create_server_ssl_match_failed": SSL,
-    _EVENTS + "test_create_server_ssl_verified": SSL,
-    _EVENTS + "test_create_server_ssl_verify_failed": SSL,
-    _EVENTS + "test_create_ssl_connection": SSL,
-    _EVENTS + "test_create_ssl_unix_connection": SSL,
-    _EVENTS + "test_create_unix_server_ssl": SSL,
-    _EVENTS + "test_create_unix_server_ssl_verified": SSL,
-    _EVENTS + "test_create_unix_server_ssl_verify_failed": SSL,
-    _EVENTS + "test_ssl_connect_accepted_socket": SSL,
+    _EVENTS + "test_create_server_multiple_hosts_ipv4": MOCKED_SOCKET,
+    _EVENTS + "test_create_server_multiple_hosts_ipv6": MOCKED_SOCKET,
     _EVENTS + "test_timeout_rounding": "internals: wraps _run_once, reads _clock_resolution",
     "test_events.EpolloopSubprocessTests": SUBPROCESS,  # the whole mixin
     # test_base_events: BaseEventLoopTests run on epolloop
@@ -147,26 +118,6 @@ EXCLUDED: dict[str, str] = {
         "internals: patches BaseEventLoop.call_exception_handler (epolloop.Loop has its own)"
     ),
     # test_streams: the StreamReader tests run; these need connections
-    _STREAMS + "test_async_writer_api": TCP,
-    _STREAMS + "test_async_writer_api_exception_after_close": TCP,
-    _STREAMS + "test_drain_raises": TCP,
-    _STREAMS + "test_eof_feed_when_closing_writer": TCP,
-    _STREAMS + "test_open_connection": TCP,
-    _STREAMS + "test_open_connection_error": TCP,
-    _STREAMS + "test_open_unix_connection": TCP,
-    _STREAMS + "test_open_unix_connection_error": TCP,
-    _STREAMS + "test_start_server": TCP,
-    _STREAMS + "test_start_unix_server": TCP,
-    _STREAMS + "test_unclosed_resource_warnings": TCP,
-    _STREAMS + "test_unclosed_server_resource_warnings": TCP,
-    _STREAMS + "test_unhandled_cancel": TCP,
-    _STREAMS + "test_unhandled_exception": TCP,
-    _STREAMS + "test_unhandled_exceptions": TCP,
-    _STREAMS + "test_wait_closed_on_close": TCP,
-    _STREAMS + "test_wait_closed_on_close_with_unread_data": TCP,
-    _STREAMS + "test_open_connection_no_loop_ssl": SSL,
-    _STREAMS + "test_open_unix_connection_no_loop_ssl": SSL,
-    _STREAMS + "test_start_tls": SSL,
     _STREAMS + "test_read_all_from_pipe_reader": PIPES,
 }
 

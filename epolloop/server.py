@@ -1,0 +1,155 @@
+"""Server: the listening sockets of create_server / create_unix_server, as asyncio's Server.
+
+The server knows its listening sockets and the transports it accepted (its "clients"). Accepting
+itself is the loop's job (net.py): a reader on each listening socket accepts in a batch, up to
+the backlog, per wake-up. ``wait_closed()`` returns once the server is closed *and* every client
+is gone (asyncio's behaviour from 3.12.1, which fixed the earlier one).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import weakref
+from asyncio import AbstractServer, CancelledError, Future, tasks, trsock
+from collections.abc import Callable
+from typing import Any
+
+
+class Server(AbstractServer):
+    def __init__(
+        self,
+        loop: Any,
+        sockets: list[socket.socket],
+        protocol_factory: Callable[[], Any],
+        ssl_context: Any,
+        backlog: int,
+        ssl_handshake_timeout: float | None,
+        ssl_shutdown_timeout: float | None = None,
+        unix_paths: dict[socket.socket, tuple[str, int]] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._sockets: list[socket.socket] | None = sockets
+        self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._waiters: list[Future[None]] | None = []
+        self._protocol_factory = protocol_factory
+        self._backlog = backlog
+        self._ssl_context = ssl_context
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        # Unix socket files to unlink on close: socket -> (path, inode when we bound it).
+        self._unix_paths = unix_paths or {}
+        self._serving = False
+        self._serving_forever_fut: Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} sockets={self.sockets!r}>"
+
+    # -- clients (called by the transports) ---------------------------------------------------
+
+    def _attach(self, transport: Any) -> None:
+        self._clients.add(transport)
+
+    def _detach(self, transport: Any) -> None:
+        self._clients.discard(transport)
+        if not self._clients and self._sockets is None:
+            self._wake_up_waiters()
+
+    def _wake_up_waiters(self) -> None:
+        waiters = self._waiters
+        if waiters is None:
+            return
+        self._waiters = None
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- the AbstractServer API ---------------------------------------------------------------
+
+    def get_loop(self) -> Any:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    @property
+    def sockets(self) -> tuple[trsock.TransportSocket, ...]:
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(sock) for sock in self._sockets)
+
+    def _start_serving(self) -> None:
+        if self._serving:
+            return
+        self._serving = True
+        for sock in self._sockets or ():
+            sock.listen(self._backlog)
+            self._loop._start_serving(self, sock)
+
+    async def start_serving(self) -> None:
+        self._start_serving()
+        # One step, so that the listening sockets' readers are in place when this returns.
+        await tasks.sleep(0)
+
+    async def serve_forever(self) -> None:
+        if self._serving_forever_fut is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._sockets is None:
+            raise RuntimeError(f"server {self!r} is closed")
+        self._start_serving()
+        self._serving_forever_fut = self._loop.create_future()
+        try:
+            await self._serving_forever_fut
+        except CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever_fut = None
+
+    def close(self) -> None:
+        """Stop listening (existing connections stay open; see close_clients)."""
+        sockets = self._sockets
+        if sockets is None:
+            return
+        self._sockets = None
+        for sock in sockets:
+            self._loop._stop_serving(sock)
+            self._unlink_unix_path(sock)
+            sock.close()
+        self._serving = False
+        if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
+            self._serving_forever_fut.cancel()
+            self._serving_forever_fut = None
+        if not self._clients:
+            self._wake_up_waiters()
+
+    def _unlink_unix_path(self, sock: socket.socket) -> None:
+        # Only the file we bound: if another process replaced it since, it is not ours.
+        entry = self._unix_paths.pop(sock, None)
+        if entry is None:
+            return
+        path, inode = entry
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def close_clients(self) -> None:
+        for transport in self._clients.copy():
+            transport.close()
+
+    def abort_clients(self) -> None:
+        for transport in self._clients.copy():
+            transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait until the server is closed and all its connections are gone."""
+        if self._waiters is None:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
