@@ -216,7 +216,7 @@ class Networking:
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         self._check_sock(sock)
         try:
-            sent = sock.send(data)
+            sent = sock.send(data, socket.MSG_NOSIGNAL)  # EPIPE, never SIGPIPE
         except (BlockingIOError, InterruptedError):
             sent = 0
         view = memoryview(data).cast("B")
@@ -226,7 +226,7 @@ class Networking:
 
         def send_more() -> None:
             chunk = remaining[0]
-            sent = sock.send(chunk)
+            sent = sock.send(chunk, socket.MSG_NOSIGNAL)
             if sent < len(chunk):
                 remaining[0] = chunk[sent:]
                 raise BlockingIOError  # not done: wait for the next writable event

@@ -32,6 +32,11 @@ from typing import Any
 
 from .flow import WriteFlowControl
 
+# A peer that has gone makes send() fail with EPIPE; without this flag the kernel would also
+# raise SIGPIPE, which kills a process that has not ignored it (Python ignores it, embedders
+# may not).
+_NOSIGNAL = socket.MSG_NOSIGNAL
+
 # How many buffers one sendmsg may carry (the kernel's limit on an iovec array).
 try:
     _IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -66,7 +71,7 @@ class StreamTransport(WriteFlowControl, Transport):
                 self._extra["peername"] = sock.getpeername()
             except OSError:
                 self._extra["peername"] = None
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
             # Small writes go out at once, as asyncio does for its TCP transports.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
@@ -241,7 +246,7 @@ class StreamTransport(WriteFlowControl, Transport):
         if not self._buffer:
             # Nothing queued: try to send now, and queue only what the kernel refused.
             try:
-                sent = self._sock.send(data)  # type: ignore[union-attr]
+                sent = self._sock.send(data, _NOSIGNAL)  # type: ignore[union-attr]
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except (SystemExit, KeyboardInterrupt):
@@ -292,7 +297,9 @@ class StreamTransport(WriteFlowControl, Transport):
             return
         buffer = self._buffer
         try:
-            sent = self._sock.sendmsg(itertools.islice(buffer, _IOV_MAX))  # type: ignore[union-attr]
+            sent = self._sock.sendmsg(  # type: ignore[union-attr]
+                itertools.islice(buffer, _IOV_MAX), (), _NOSIGNAL
+            )
         except (BlockingIOError, InterruptedError):
             return
         except (SystemExit, KeyboardInterrupt):
