@@ -8,7 +8,6 @@ Failures surface as ``OSError`` subclasses carrying the kernel's errno.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import select
@@ -16,8 +15,6 @@ import time
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
-EPOLLERR = select.EPOLLERR
-EPOLLHUP = select.EPOLLHUP
 
 CLOCK_MONOTONIC = time.CLOCK_MONOTONIC
 TFD_NONBLOCK = os.O_NONBLOCK
@@ -51,8 +48,7 @@ def eventfd_drain(fd: int) -> None:
     try:
         os.eventfd_read(fd)
     except BlockingIOError:
-        # Already drained: a wake-up and a drain raced, nothing is lost.
-        pass
+        pass  # nothing to drain
 
 
 # The latest deadline handed to the kernel (~146 years of uptime): later ones, infinity and NaN
@@ -77,8 +73,7 @@ def timerfd_acknowledge(fd: int) -> None:
     try:
         os.read(fd, 8)
     except BlockingIOError:
-        # Re-armed between the wake-up and this read: nothing has expired yet.
-        pass
+        pass  # nothing has expired
 
 
 if hasattr(os, "timerfd_create"):
@@ -94,6 +89,7 @@ if hasattr(os, "timerfd_create"):
         os.timerfd_settime_ns(fd, flags=TFD_TIMER_ABSTIME, initial=_deadline_ns(deadline))
 
 else:
+    import ctypes
 
     class _Timespec(ctypes.Structure):
         _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))

@@ -44,8 +44,11 @@ What we rely on from the kernel, and the traps around it
 * timerfd with TFD_TIMER_ABSTIME on CLOCK_MONOTONIC, the clock behind time.monotonic(): the
   deadline handed to the kernel is exactly the heap's, rounded up to the nanosecond, so a timer
   never fires early and is late only by the scheduler's wake-up latency. An expired one-shot
-  timerfd stays readable until read, so we acknowledge it when it fires and arm it again only
-  when the earliest live deadline differs from the one the kernel holds.
+  timerfd stays readable until read, so we acknowledge it when it fires. It is re-armed only
+  for an earlier deadline than the one it holds (see _arm_timerfd).
+* After fork() the child shares the parent's epoll instance, timerfd and eventfd (the open
+  file descriptions): a child re-arming "its" timer would move the parent's. So every reactor
+  gets fresh kernel objects in a forked child (_renew_after_fork).
 * eventfd: writes add to a counter, one read drains it. Other threads write it only while the
   loop may be inside epoll_wait (``_polling``); the loop sets that flag *before* its last look at
   the ready queue, so a callback appended after that look always comes with a write.
@@ -60,6 +63,7 @@ import os
 import sys
 import threading
 import traceback
+import weakref
 from asyncio import coroutines, events, format_helpers
 from collections.abc import Callable
 from contextvars import Context, copy_context
@@ -152,7 +156,34 @@ class Reactor:
 
     def __init__(self) -> None:
         self._closed = True  # until every kernel object exists (Loop.__del__ looks at it)
-        # Kernel objects. The epoll instance watches user fds plus our timerfd and eventfd.
+        self._open_kernel_objects()
+        # fd -> [reader handle or None, writer handle or None]: what we registered with epoll
+        # (the kernel drops a registration by itself when the file is closed; see above).
+        self._watchers: dict[int, list[Handle | None]] = {}
+        # fd -> the file object it was registered as, for removal after the object is closed.
+        self._fileobjs: dict[int, Any] = {}
+        # Callbacks to run in the next step, in order. deque.append is atomic, which is what
+        # makes call_soon_threadsafe safe without a lock.
+        self._ready: collections.deque[Handle] = collections.deque()
+        # Timers: a heap of (deadline, sequence, handle); the sequence keeps equal deadlines in
+        # call order. Cancelled entries stay until they reach the top or compaction.
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._timer_sequence = itertools.count()
+        self._cancelled_timers = 0
+        # Loop state shared with Loop.
+        self._polling = False  # inside (or about to enter) a blocking epoll_wait
+        # Re-entrant: a signal handler or a __del__ run by the collector may call
+        # call_soon_threadsafe again in a thread that already holds it.
+        self._wakeup_lock = threading.RLock()
+        self._stopping = False
+        self._debug = False
+        self._thread_id: int | None = None
+        self._current_handle: Handle | None = None
+        self._closed = False
+        _live_reactors.add(self)
+
+    def _open_kernel_objects(self) -> None:
+        """The epoll instance, watching our timerfd and eventfd (and, later, user fds)."""
         with contextlib.ExitStack() as undo:
             self._epoll = _linux.epoll()
             undo.callback(self._epoll.close)
@@ -163,26 +194,24 @@ class Reactor:
             self._epoll.register(self._timer_fd, EPOLLIN)
             self._epoll.register(self._wakeup_fd, EPOLLIN)
             undo.pop_all()
-        # fd -> [reader handle or None, writer handle or None]; an entry exists exactly while
-        # the fd is registered with epoll.
-        self._watchers: dict[int, list[Handle | None]] = {}
-        # Callbacks to run in the next step, in order. deque.append is atomic, which is what
-        # makes call_soon_threadsafe safe without a lock.
-        self._ready: collections.deque[Handle] = collections.deque()
-        # Timers: a heap of (deadline, sequence, handle); the sequence keeps equal deadlines in
-        # call order. Cancelled entries stay until they reach the top or compaction.
-        self._timers: list[tuple[float, int, TimerHandle]] = []
-        self._timer_sequence = itertools.count()
-        self._cancelled_timers = 0
         self._armed_deadline: float | None = None  # what the timerfd holds, None if disarmed
-        # Loop state shared with Loop.
-        self._polling = False  # inside (or about to enter) a blocking epoll_wait
-        self._wakeup_lock = threading.Lock()
-        self._stopping = False
-        self._debug = False
-        self._thread_id: int | None = None
-        self._current_handle: Handle | None = None
-        self._closed = False
+
+    def _renew_after_fork(self) -> None:
+        """In a forked child: kernel objects of our own, so nothing we do reaches the parent."""
+        if self._closed:
+            return
+        inherited = (self._epoll, self._timer_fd, self._wakeup_fd)
+        self._open_kernel_objects()
+        self._wakeup_lock = threading.RLock()  # another thread may have held it at the fork
+        self._polling = False
+        for fd, watchers in list(self._watchers.items()):
+            try:
+                self._epoll.register(fd, _interest(watchers, _READ) | _interest(watchers, _WRITE))
+            except OSError:
+                self._forget(fd)  # closed without being unwatched
+        inherited[0].close()
+        os.close(inherited[1])
+        os.close(inherited[2])
 
     # -- time and callbacks -------------------------------------------------------------------
 
@@ -240,6 +269,8 @@ class Reactor:
     ) -> TimerHandle:
         """Run callback(*args) when loop.time() reaches *when*."""
         if not isinstance(when, (int, float, Real)):
+            if when is None:
+                raise TypeError("when cannot be None")
             raise TypeError(f"when must be a number, got {when!r}")
         return self._schedule(when, callback, args, context, "call_at")
 
@@ -253,6 +284,9 @@ class Reactor:
     ) -> TimerHandle:
         if self._closed or self._debug or not callable(callback):
             self._check_call(callback, method, check_thread=True)
+        if when != when:
+            # A NaN deadline is never due and would stall every timer behind it in the heap.
+            raise ValueError("the deadline of a timer cannot be NaN")
         timer = TimerHandle(when, callback, args, self, context)
         heappush(self._timers, (when, next(self._timer_sequence), timer))
         timer._scheduled = True
@@ -293,19 +327,36 @@ class Reactor:
 
     def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
         """Call callback(*args) whenever *fd* is readable (replacing any previous reader)."""
-        self._watch(_fileobj_to_fd(fd), _READ, callback, args)
+        self._watch(self._fd_of(fd), _READ, callback, args)
 
     def add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
         """Call callback(*args) whenever *fd* is writable (replacing any previous writer)."""
-        self._watch(_fileobj_to_fd(fd), _WRITE, callback, args)
+        self._watch(self._fd_of(fd), _WRITE, callback, args)
 
     def remove_reader(self, fd: Any) -> bool:
         """Stop watching *fd* for reading; True if a reader was registered."""
-        return self._unwatch(_fileobj_to_fd(fd), _READ)
+        return self._unwatch(self._registered_fd(fd), _READ)
 
     def remove_writer(self, fd: Any) -> bool:
         """Stop watching *fd* for writing; True if a writer was registered."""
-        return self._unwatch(_fileobj_to_fd(fd), _WRITE)
+        return self._unwatch(self._registered_fd(fd), _WRITE)
+
+    def _fd_of(self, fileobj: Any) -> int:
+        fd = _fileobj_to_fd(fileobj)
+        if fd is not fileobj:
+            self._fileobjs[fd] = fileobj
+        return fd
+
+    def _registered_fd(self, fileobj: Any) -> int:
+        try:
+            return _fileobj_to_fd(fileobj)
+        except ValueError:
+            # Closed since it was registered (fileno() now says -1): as asyncio's selectors
+            # do, find its registration by the object itself.
+            for fd, registered in self._fileobjs.items():
+                if registered is fileobj:
+                    return fd
+            raise
 
     # The loop's own users (transports, sock_* operations) pass int fds and want the handle.
 
@@ -360,6 +411,7 @@ class Reactor:
         other = 1 - direction
         if watchers[other] is None:
             del self._watchers[fd]
+            self._fileobjs.pop(fd, None)
             try:
                 self._epoll.unregister(fd)
             except OSError:
@@ -374,6 +426,7 @@ class Reactor:
 
     def _forget(self, fd: int) -> None:
         """Drop a stale table entry whose kernel registration is already gone."""
+        self._fileobjs.pop(fd, None)
         for handle in self._watchers.pop(fd):
             if handle is not None:
                 handle.cancel()
@@ -401,23 +454,23 @@ class Reactor:
             self._compact_timers()
 
         if ready or self._stopping:
-            events = self._epoll.poll(0)
+            ready_fds = self._epoll.poll(0)
         else:
             self._polling = True
             try:
                 if ready:  # a thread appended between our first look and the flag
-                    events = self._epoll.poll(0)
+                    ready_fds = self._epoll.poll(0)
                 else:
                     if timers:
                         self._arm_timerfd()
-                    events = self._epoll.poll(-1)
+                    ready_fds = self._epoll.poll(-1)
             finally:
                 self._polling = False
 
         append = ready.append
-        if events:
+        if ready_fds:
             watching = self._watchers
-            for fd, mask in events:
+            for fd, mask in ready_fds:
                 watchers = watching.get(fd)
                 if watchers is not None:
                     if mask & _WAKES_READER and (reader := watchers[_READ]) is not None:
@@ -473,14 +526,21 @@ class Reactor:
                 self._current_handle = None
 
     def _arm_timerfd(self) -> None:
-        """Point the timerfd at the earliest live deadline, if it does not already."""
+        """Make sure the timerfd fires no later than the earliest live deadline.
+
+        It is re-armed only for an earlier deadline. When the earliest timer is cancelled or
+        a later one becomes the earliest (the common "timeout per request" pattern), the armed
+        deadline stays: it fires once early, finds nothing due, and the next wait arms the
+        timerfd again. One spare wake-up instead of a syscall every time the loop sleeps.
+        """
         timers = self._timers
         while timers and timers[0][2]._cancelled:
             heappop(timers)[2]._scheduled = False
             self._cancelled_timers -= 1
         if timers:
             deadline = timers[0][0]
-            if deadline != self._armed_deadline:
+            armed = self._armed_deadline
+            if armed is None or deadline < armed:
                 _linux.timerfd_arm_at(self._timer_fd, deadline)
                 self._armed_deadline = deadline
 
@@ -503,11 +563,24 @@ class Reactor:
             timer._scheduled = False
         self._timers.clear()
         self._watchers.clear()
+        self._fileobjs.clear()
         self._epoll.close()
         os.close(self._timer_fd)
         with self._wakeup_lock:
             self._closed = True
             os.close(self._wakeup_fd)
+
+
+# Every open reactor, so that a forked child can give each its own kernel objects.
+_live_reactors: weakref.WeakSet[Reactor] = weakref.WeakSet()
+
+
+def _renew_reactors_after_fork() -> None:
+    for reactor in list(_live_reactors):
+        reactor._renew_after_fork()
+
+
+os.register_at_fork(after_in_child=_renew_reactors_after_fork)
 
 
 def _interest(watchers: list[Handle | None], direction: int) -> int:

@@ -43,7 +43,7 @@ def _stop_when_done(future: Future[Any]) -> None:
     if not future.cancelled() and isinstance(future.exception(), (SystemExit, KeyboardInterrupt)):
         # The exception is already propagating out of run_forever(), which stops it.
         return
-    future.get_loop().stop()
+    futures._get_loop(future).stop()
 
 
 def _format_handle(handle: events.Handle) -> str:
@@ -111,7 +111,8 @@ class Loop(Networking, Reactor, AbstractEventLoop):
             self._run_forever_cleanup()
 
     def _run_forever_setup(self) -> None:
-        # Split out, as in asyncio 3.12+, for loops that embed this one in another event loop.
+        # Split out, as asyncio 3.13 does, for loops that embed this one in another event loop.
+        # Unlike 3.13 it runs before the try: a refused run leaves the running loop alone.
         self._check_closed()
         self._check_running()
         self._set_coroutine_origin_tracking(self._debug)

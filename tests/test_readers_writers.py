@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _helpers import socketpair_at, spin, wait
+from _helpers import noop, socketpair_at, spin, wait
 
 
 def _xfail_uvloop_remove_result(loop_name: str) -> None:
@@ -819,3 +819,21 @@ async def test_many_fds_each_deliver_one_message() -> None:
             peer.sendall(b"msg %d" % i)
         await wait(all_in)
         assert received == {i: b"msg %d" % i for i in range(count)}
+
+
+def test_remove_reader_finds_a_socket_closed_since_it_was_added(new_loop, loop_name):
+    # asyncio's selectors find the registration of a closed file object by identity.
+    loop = new_loop()
+    rx, tx = socket.socketpair()
+    try:
+        loop.add_reader(rx, noop)
+        rx.close()
+        removed = loop.remove_reader(rx)
+        if loop_name == "uvloop" and removed is None:
+            pytest.xfail("uvloop: remove_reader/remove_writer return None instead of True/False")
+        assert removed is True
+        with pytest.raises(ValueError):  # no longer registered, and no usable fd
+            loop.remove_reader(rx)
+    finally:
+        rx.close()
+        tx.close()
