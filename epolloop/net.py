@@ -20,10 +20,11 @@ import itertools
 import os
 import socket
 import stat
+import sys
 import weakref
 from asyncio import (
+    Protocol,
     SendfileNotAvailableError,
-    base_events,
     constants,
     sslproto,
     staggered,
@@ -854,11 +855,14 @@ class Networking:
         ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
         start_serving: bool = True,
-        cleanup_socket: bool = True,
+        cleanup_socket: bool | None = None,
     ) -> Server:
-        """Listen on a Unix socket *path* (a leading NUL: the abstract namespace) or *sock*;
-        with cleanup_socket (3.13's default, on every version here) the socket file is
-        removed when the server closes."""
+        """Listen on a Unix socket *path* (a leading NUL: the abstract namespace) or *sock*.
+        With cleanup_socket the socket file is removed when the server closes; the default
+        is the running Python's (True from 3.13, whose asyncio added it; before, programs
+        remove the file themselves)."""
+        if cleanup_socket is None:
+            cleanup_socket = sys.version_info >= (3, 13)
         if isinstance(ssl, bool):
             raise TypeError("ssl argument must be an SSLContext or None")
         _check_timeouts_need_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
@@ -1071,8 +1075,7 @@ class Networking:
         )
         buf = bytearray(blocksize)
         total = 0
-        # asyncio's own helper: borrows the transport's flow control to wait for drains.
-        proto = base_events._SendfileFallbackProtocol(transport)
+        proto = _SendfileDrain(self, transport)
         try:
             while True:
                 if count:
@@ -1090,6 +1093,57 @@ class Networking:
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset + total)
             await proto.restore()
+
+
+class _SendfileDrain(Protocol):
+    """Stands in for a transport's protocol while loop.sendfile writes chunks to it: reading
+    is paused, and the transport's pause_writing / resume_writing become a drain() to await.
+    restore() gives the transport back to its protocol."""
+
+    def __init__(self, loop: Any, transport: Any) -> None:
+        self._loop = loop
+        self._transport = transport
+        self._protocol = transport.get_protocol()
+        self._resume_reading = transport.is_reading()
+        self._resume_writing = transport._protocol_paused
+        transport.pause_reading()
+        transport.set_protocol(self)
+        self._writable: Any = loop.create_future() if self._resume_writing else None
+
+    async def drain(self) -> None:
+        if self._transport.is_closing():
+            raise ConnectionError("Connection closed by peer")
+        if self._writable is not None:
+            await self._writable
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None:
+            self._writable.set_result(None)
+            self._writable = None
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._writable is not None:
+            self._writable.set_exception(exc or ConnectionError("Connection is closed by peer"))
+        self._protocol.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    def eof_received(self) -> bool | None:
+        raise RuntimeError("Invalid state: reading should be paused")
+
+    async def restore(self) -> None:
+        self._transport.set_protocol(self._protocol)
+        if self._resume_reading:
+            self._transport.resume_reading()
+        if self._writable is not None:
+            self._writable.cancel()
+        if self._resume_writing:
+            self._protocol.resume_writing()
 
 
 def _complete_when_ready(future: Any, operation: Callable[[], Any]) -> None:

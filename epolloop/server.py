@@ -2,18 +2,25 @@
 
 The server knows its listening sockets and the transports it accepted (its "clients"). Accepting
 itself is the loop's job (net.py): a reader on each listening socket accepts in a batch, up to
-the backlog, per wake-up. ``wait_closed()`` returns once the server is closed *and* every client
-is gone (asyncio's behaviour from 3.12.1, which fixed the earlier one).
+the backlog, per wake-up.
+
+``wait_closed()`` follows the running Python's asyncio, because shutdown code is written for
+it: from 3.12.1 it returns once the server is closed *and* every client is gone; before, a
+closed server returns at once (waiting there would hang programs that never close their
+clients, as 3.11 never required).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import weakref
 from asyncio import AbstractServer, CancelledError, Future, tasks, trsock
 from collections.abc import Callable
 from typing import Any
+
+_WAIT_CLOSED_WAITS_FOR_CLIENTS = sys.version_info >= (3, 12, 1)
 
 
 class Server(AbstractServer):
@@ -147,8 +154,9 @@ class Server(AbstractServer):
             transport.abort()
 
     async def wait_closed(self) -> None:
-        """Wait until the server is closed and all its connections are gone."""
-        if self._waiters is None:
+        """Wait until the server is closed and all its connections are gone (3.12.1+; see the
+        module docstring for earlier versions)."""
+        if self._waiters is None or (self._sockets is None and not _WAIT_CLOSED_WAITS_FOR_CLIENTS):
             return
         waiter = self._loop.create_future()
         self._waiters.append(waiter)

@@ -269,10 +269,12 @@ class StreamTransport(WriteFlowControl, Transport):
         if self._conn_lost:
             self._write_after_loss()
             return
+        # All or nothing: a bad item (TypeError from memoryview) leaves the queue untouched.
+        chunks = [_owned(memoryview(data)) for data in list_of_data]
         was_empty = not self._buffer
-        for data in list_of_data:
-            if data:
-                self._queue(data)
+        for chunk in chunks:
+            if chunk:
+                self._queue(chunk)
         if was_empty and self._buffer:
             # One vectored send for all of them; the writer waits for whatever is left.
             self._write_ready()
@@ -281,9 +283,7 @@ class StreamTransport(WriteFlowControl, Transport):
         self._maybe_pause_protocol()
 
     def _queue(self, data: bytes | bytearray | memoryview) -> None:
-        # The caller may reuse a mutable buffer once write() returns: keep a copy.
-        if type(data) is not bytes:
-            data = bytes(data)
+        data = _owned(data)
         self._buffer.append(data)
         self._buffer_size += len(data)
 
@@ -420,3 +420,13 @@ class StreamTransport(WriteFlowControl, Transport):
             if server is not None:
                 server._detach(self)
                 self._server = None
+
+
+def _owned(data: bytes | bytearray | memoryview) -> bytes | memoryview:
+    """What may be queued: the caller may reuse a mutable buffer once write() returns, so
+    anything but immutable bytes (or a view of them) is copied."""
+    if type(data) is bytes:
+        return data
+    if type(data) is memoryview and data.readonly and type(data.obj) is bytes:
+        return data
+    return bytes(data)
