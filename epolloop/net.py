@@ -147,7 +147,8 @@ class Networking:
 
     async def _wait_readable(self, sock: socket.socket, operation: Callable[[], Any]) -> Any:
         """Retry *operation* each time *sock* is readable until it stops raising
-        BlockingIOError; its result (or exception) completes the wait."""
+        BlockingIOError; its result (or exception) completes the wait. Operations look the
+        socket's method up on every try, as asyncio does (tests swap them on mocks)."""
         return await self._wait_ready(sock, operation, self._add_reader, self._remove_reader)
 
     async def _wait_writable(self, sock: socket.socket, operation: Callable[[], Any]) -> Any:
@@ -178,21 +179,21 @@ class Networking:
         try:
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
-            return await self._wait_readable(sock, functools.partial(sock.recv, n))
+            return await self._wait_readable(sock, lambda: sock.recv(n))
 
     async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
         self._check_sock(sock)
         try:
             return sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
-            return await self._wait_readable(sock, functools.partial(sock.recv_into, buf))
+            return await self._wait_readable(sock, lambda: sock.recv_into(buf))
 
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
         self._check_sock(sock)
         try:
             return sock.recvfrom(bufsize)
         except (BlockingIOError, InterruptedError):
-            return await self._wait_readable(sock, functools.partial(sock.recvfrom, bufsize))
+            return await self._wait_readable(sock, lambda: sock.recvfrom(bufsize))
 
     async def sock_recvfrom_into(
         self, sock: socket.socket, buf: Any, nbytes: int = 0
@@ -203,16 +204,14 @@ class Networking:
         try:
             return sock.recvfrom_into(buf, nbytes)
         except (BlockingIOError, InterruptedError):
-            return await self._wait_readable(
-                sock, functools.partial(sock.recvfrom_into, buf, nbytes)
-            )
+            return await self._wait_readable(sock, lambda: sock.recvfrom_into(buf, nbytes))
 
     async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
         self._check_sock(sock)
         try:
             return sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
-            return await self._wait_writable(sock, functools.partial(sock.sendto, data, address))
+            return await self._wait_writable(sock, lambda: sock.sendto(data, address))
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         self._check_sock(sock)

@@ -6,20 +6,24 @@ Each module in MODULES runs through unittest inside one pytest test, with epollo
   policy, so it survives the ``set_event_loop_policy(None)`` that stdlib tests do in their
   teardown. ``asyncio.new_event_loop()``, ``asyncio.run()``, ``asyncio.Runner`` and
   ``unittest.IsolatedAsyncioTestCase`` all make epolloop loops.
-* test_events: ``EventLoopTestsMixin`` and ``SubprocessTestsMixin`` run on epolloop through their
-  ``create_event_loop()`` hook, instead of on the stock selector loops.
+* Test classes that the stdlib runs on each of its stock loops (a mixin with a loop hook such
+  as ``create_event_loop()`` or ``new_loop()``, subclassed once per loop: test_events,
+  test_sock_lowlevel, test_sendfile, test_buffered_proto, test_server, test_sslproto), and a few
+  that build a ``SelectorEventLoop`` in ``setUp`` for networking tests (test_base_events,
+  test_unix_events), run once on epolloop instead, as ``Epolloop...Tests`` (_ON_EPOLLOOP).
 * Fixtures that build a fake loop where a real one serves as well make an epolloop loop instead:
   ``TestCase.new_test_loop()`` without a time generator (test_tasks, test_futures),
   ``BaseEventLoopTests.setUp`` (test_base_events), ``BaseTest.setUp`` (test_pep492) and
   ``BaseTest.new_loop`` (test_runners). ``TestLoop`` with a time generator (a virtual clock)
-  stays, and so do tests that build stock loops or ``BaseEventLoop`` mocks explicitly.
+  stays, and so do the fake loops on which test_unix_events tests asyncio's pipe transports and
+  child watchers, and the tests that build stock loops or ``BaseEventLoop`` mocks explicitly.
 * epolloop logs to the 'asyncio' logger as asyncio does, through its own module global; the tests
   that watch for those errors by patching ``asyncio.base_events.logger`` see epolloop's calls.
 
 A test counts as run on epolloop when it made an epolloop loop; the others are counted apart.
 EXCLUDED lists, with a reason each, the tests about asyncio's internals and those about features
 epolloop does not have yet; they are not run. Every other test must pass (or be skipped by the
-stdlib itself).
+stdlib itself); one that hangs fails after TIME_LIMIT, and the run goes on.
 
 ``python -m tests.test_stdlib_asyncio [-v] [MODULE ...]`` prints the counts, one line a module
 (``pytest -s`` prints the same lines); ``-v`` also lists the excluded tests.
@@ -29,7 +33,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
+import signal
 import sys
 import time
 import types
@@ -37,7 +43,7 @@ import unittest
 from asyncio import events
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 from unittest import mock
 
 import pytest
@@ -65,6 +71,13 @@ MODULES = (
     "test_eager_task_factory",  # 3.12+
     "test_staggered",  # 3.13+
     "test_streams",
+    "test_sock_lowlevel",
+    "test_server",
+    "test_buffered_proto",
+    "test_sendfile",
+    "test_ssl",
+    "test_sslproto",
+    "test_unix_events",
 )
 
 # -- exclusions -----------------------------------------------------------------------------
@@ -77,8 +90,14 @@ SIGNALS = "signals: add_signal_handler is not implemented (signals.py issue)"
 MOCKED_SOCKET = "internals: mocks the socket module inside asyncio.base_events"
 SCHEDULED = "internals: inspects BaseEventLoop._scheduled, the stock loop's timer heap"
 SELECTOR = "internals: mocks BaseEventLoop._selector/_process_events and drives _run_once()"
+ACCEPT = "internals: calls BaseSelectorEventLoop._accept_connection with a mock socket"
+SENDFILE_IMPL = "internals: calls SelectorEventLoop._sock_sendfile_native_impl, reads _selector"
+SERVER_ATTACH = "internals: calls Server._attach()/_detach(), 3.12's private client count"
 
 _EVENTS = "test_events.EpolloopEventLoopTests."
+_NET = "test_base_events.EpolloopNetworkingTests."
+_UNIX_SOCKET = "test_unix_events.EpolloopUnixSocketTests."
+_UNIX_SENDFILE = "test_unix_events.SelectorEventLoopUnixSockSendfileTests."
 _BASE = "test_base_events.BaseEventLoopTests."
 _STREAMS = "test_streams.StreamTests."
 
@@ -119,18 +138,70 @@ EXCLUDED: dict[str, str] = {
     ),
     # test_streams: the StreamReader tests run; these need connections
     _STREAMS + "test_read_all_from_pipe_reader": PIPES,
+    # test_base_events: BaseEventLoopWithSelectorTests run on epolloop
+    _NET + "test_accept_connection_exception": ACCEPT,
+    _NET + "test_accept_connection_retry": ACCEPT,
+    _NET + "test_create_connection_bluetooth": MOCKED_SOCKET,
+    _NET + "test_create_connection_ip_addr": MOCKED_SOCKET,
+    _NET + "test_create_connection_ipv6_scope": MOCKED_SOCKET,
+    _NET + "test_create_connection_multiple_errors": MOCKED_SOCKET,
+    _NET + "test_create_connection_multiple_errors_local_addr": MOCKED_SOCKET,
+    _NET + "test_create_connection_no_inet_pton": MOCKED_SOCKET,
+    _NET + "test_create_connection_service_name": MOCKED_SOCKET,
+    _NET + "test_create_connection_timeout": MOCKED_SOCKET,
+    _NET + "test_create_server_cant_bind": MOCKED_SOCKET,
+    _NET + "test_create_server_nosoreuseport": MOCKED_SOCKET,
+    _NET + "test_create_server_soreuseport_only_defined": MOCKED_SOCKET,
+    _NET + "test_create_datagram_endpoint_cant_bind": MOCKED_SOCKET,
+    _NET + "test_create_datagram_endpoint_ip_addr": MOCKED_SOCKET,
+    _NET + "test_create_datagram_endpoint_no_addrinfo": MOCKED_SOCKET,
+    _NET + "test_create_datagram_endpoint_nosoreuseport": MOCKED_SOCKET,
+    _NET + "test_create_datagram_endpoint_setblk_err": MOCKED_SOCKET,
+    _NET + "test_create_datagram_endpoint_socket_err": MOCKED_SOCKET,
+    _NET + "test_create_datagram_endpoint_addr_error": UDP,
+    _NET + "test_create_datagram_endpoint_allow_broadcast": UDP,
+    _NET + "test_create_datagram_endpoint_connect_err": UDP,
+    _NET + "test_create_datagram_endpoint_existing_sock_unix": UDP,
+    _NET + "test_create_datagram_endpoint_no_matching_family": UDP,
+    _NET + "test_create_datagram_endpoint_noaddr_nofamily": UDP,
+    _NET + "test_create_datagram_endpoint_sock": UDP,
+    _NET + "test_create_datagram_endpoint_sock_sockopts": UDP,
+    _NET + "test_create_datagram_endpoint_sock_unix": UDP,
+    _NET + "test_create_datagram_endpoint_sockopts": UDP,
+    _NET + "test_create_datagram_endpoint_wrong_sock": UDP,
+    # test_sendfile
+    "test_sendfile.EpolloopSendfileTests.test_sendfile_not_supported": UDP,
+    # test_server
+    "test_server.TestServer2.test_wait_closed_basic": SERVER_ATTACH,
+    "test_server.TestServer2.test_wait_closed_race": SERVER_ATTACH,
+    # test_unix_events: the Unix socket tests run on epolloop; asyncio's pipe transports and
+    # child watchers stay on the fake loop they mock.
+    _UNIX_SENDFILE + "test_sock_sendfile_not_available": (
+        "internals: mocks the os module inside asyncio.unix_events"
+    ),
+    _UNIX_SENDFILE + "test_sock_sendfile_blocking_error": SENDFILE_IMPL,
+    _UNIX_SENDFILE + "test_sock_sendfile_cancel1": SENDFILE_IMPL,
+    _UNIX_SENDFILE + "test_sock_sendfile_cancel2": SENDFILE_IMPL,
+    _UNIX_SENDFILE + "test_sock_sendfile_exception": SENDFILE_IMPL,
+    _UNIX_SENDFILE + "test_sock_sendfile_os_error_first_call": SENDFILE_IMPL,
+    _UNIX_SENDFILE + "test_sock_sendfile_os_error_next_call": SENDFILE_IMPL,
+    _UNIX_SOCKET + "test_create_unix_server_bind_error": (
+        "internals: mocks the socket module inside asyncio.unix_events"
+    ),
+    "test_unix_events.TestFork.test_fork_asyncio_subprocess": SUBPROCESS,
+    "test_unix_events.TestFork.test_fork_signal_handling": SIGNALS,
 }
 
-# Excluded tests that only some of the supported Pythons (3.11 to 3.13) have: their minor
-# versions. Any other excluded test must exist, so that the list stays exact.
+# Exclusions that hold on some of the supported Pythons (3.11 to 3.13) only: their minor
+# versions. On the others the test is absent, or is another test there, which runs. Any other
+# excluded test must exist, so that the list stays exact.
 ONLY_IN: dict[str, set[int]] = {
-    _EVENTS + "test_create_server_trsock": {12, 13},
     _EVENTS + "test_datagram_send_to_non_listening_address": {13},
     _BASE + "test_custom_run_forever_integration": {13},
-    _STREAMS + "test_unclosed_server_resource_warnings": {13},
-    _STREAMS + "test_unhandled_cancel": {13},
-    _STREAMS + "test_unhandled_exception": {13},
-    _STREAMS + "test_unhandled_exceptions": {11, 12},
+    "test_server.TestServer2.test_wait_closed_basic": {12},  # 3.13's uses a real client
+    "test_server.TestServer2.test_wait_closed_race": {12},
+    "test_unix_events.TestFork.test_fork_asyncio_subprocess": {12, 13},
+    "test_unix_events.TestFork.test_fork_signal_handling": {12, 13},
 }
 
 # -- epolloop as the loop -------------------------------------------------------------------
@@ -178,9 +249,11 @@ def _epolloop_everywhere(module: types.ModuleType) -> Iterator[None]:
         patch = stack.enter_context
         patch(mock.patch.object(events, "_init_event_loop_policy", _init_policy))
         patch(mock.patch.object(epolloop.loop, "logger", _BaseEventsLogger()))
-        patch(mock.patch.object(test_utils.TestCase, "new_test_loop", new_test_loop))
-        for owner, name, replacement in _FIXTURES.get(module.__name__.rpartition(".")[2], ()):
-            patch(mock.patch.object(getattr(module, owner), name, replacement))
+        name = module.__name__.rpartition(".")[2]
+        if name not in _FAKE_LOOP_FIXTURES:
+            patch(mock.patch.object(test_utils.TestCase, "new_test_loop", new_test_loop))
+        for owner, attribute, replacement in _FIXTURES.get(name, ()):
+            patch(mock.patch.object(getattr(module, owner), attribute, replacement))
         events._event_loop_policy = None  # type: ignore[attr-defined]
         try:
             yield
@@ -220,24 +293,85 @@ _FIXTURES: dict[str, tuple[tuple[str, str, Callable[..., Any]], ...]] = {
 }
 
 
-def _events_tests(module: types.ModuleType) -> Iterator[unittest.TestCase]:
-    """test_events: the event loop mixins on epolloop, in place of their runs on the stock
-    selector loops (SelectEventLoopTests, PollEventLoopTests, EPollEventLoopTests...)."""
-    from test.test_asyncio import utils as test_utils
+# Modules whose new_test_loop() fixtures test asyncio's own code on the fake loop: it stays
+# (test_unix_events: the pipe transports and child watchers of asyncio.unix_events).
+_FAKE_LOOP_FIXTURES = {"test_unix_events"}
 
-    class EpolloopEventLoopTests(module.EventLoopTestsMixin, test_utils.TestCase):
-        def create_event_loop(self) -> epolloop.Loop:
-            return new_loop()
 
-    class EpolloopSubprocessTests(module.SubprocessTestsMixin, test_utils.TestCase):
-        setUp = _set_up_with_epolloop
+def _create_loop(self: Any) -> epolloop.Loop:
+    return new_loop()
 
-    stock = (module.EventLoopTestsMixin, module.SubprocessTestsMixin)
-    for test in _flatten(unittest.defaultTestLoader.loadTestsFromModule(module)):
-        if not isinstance(test, stock):
-            yield test
-    for cls in (EpolloopEventLoopTests, EpolloopSubprocessTests):
-        cls.__module__, cls.__qualname__ = module.__name__, cls.__name__
+
+# The stdlib test methods that make a class's loop.
+_HOOKS: dict[str, Callable[..., Any]] = {
+    "create_event_loop": _create_loop,
+    "new_loop": _create_loop,
+    "setUp": _set_up_with_epolloop,
+}
+
+
+class _OnEpolloop(NamedTuple):
+    """Stdlib tests run on epolloop: a class made of *bases* (names in the module) whose *hook*
+    (_HOOKS) makes an epolloop loop. It takes the place of the module's classes derived from
+    *replaces* (the first base unless given), which run the same tests on the stock loops, one
+    class a loop (SelectorEventLoop with each selector, ProactorEventLoop...)."""
+
+    name: str
+    bases: tuple[str, ...]
+    hook: str = "create_event_loop"
+    replaces: str = ""
+
+
+_ON_EPOLLOOP: dict[str, tuple[_OnEpolloop, ...]] = {
+    "test_events": (
+        _OnEpolloop("EpolloopEventLoopTests", ("EventLoopTestsMixin", "test_utils.TestCase")),
+        _OnEpolloop(
+            "EpolloopSubprocessTests", ("SubprocessTestsMixin", "test_utils.TestCase"), "setUp"
+        ),
+    ),
+    "test_base_events": (
+        _OnEpolloop("EpolloopNetworkingTests", ("BaseEventLoopWithSelectorTests",), "setUp"),
+    ),
+    "test_sock_lowlevel": (
+        _OnEpolloop("EpolloopSockTests", ("BaseSockTestsMixin", "test_utils.TestCase")),
+    ),
+    "test_sendfile": (
+        _OnEpolloop("EpolloopSendfileTests", ("SendfileTestsBase", "test_utils.TestCase")),
+    ),
+    "test_buffered_proto": (
+        _OnEpolloop(
+            "EpolloopBufferedProtocolTests",
+            ("BaseTestBufferedProtocol", "unittest.TestCase"),
+            "new_loop",
+        ),
+    ),
+    "test_server": (  # SelectorStartServerTests adds a test of its own (a Unix server)
+        _OnEpolloop(
+            "EpolloopStartServerTests",
+            ("SelectorStartServerTests",),
+            "new_loop",
+            replaces="BaseStartServer",
+        ),
+    ),
+    "test_sslproto": (
+        _OnEpolloop("EpolloopStartTLSTests", ("BaseStartTLS", "unittest.TestCase"), "new_loop"),
+    ),
+    "test_unix_events": (
+        _OnEpolloop("EpolloopUnixSocketTests", ("SelectorEventLoopUnixSocketTests",), "setUp"),
+    ),
+}
+
+
+def _module_tests(module: types.ModuleType) -> Iterator[unittest.TestCase]:
+    """The module's tests, with the classes of _ON_EPOLLOOP in place of those they replace."""
+    tests = _flatten(unittest.defaultTestLoader.loadTestsFromModule(module))
+    on_epolloop = _ON_EPOLLOOP.get(module.__name__.rpartition(".")[2], ())
+    replaced = tuple(getattr(module, each.replaces or each.bases[0]) for each in on_epolloop)
+    yield from (test for test in tests if not isinstance(test, replaced))
+    for each in on_epolloop:
+        bases = tuple(functools.reduce(getattr, base.split("."), module) for base in each.bases)
+        namespace = {each.hook: _HOOKS[each.hook], "__module__": module.__name__}
+        cls = type(each.name, bases, namespace)
         yield from _flatten(unittest.defaultTestLoader.loadTestsFromTestCase(cls))
 
 
@@ -255,7 +389,12 @@ def _test_id(test: unittest.TestCase) -> str:
 
 def _excluded(test: unittest.TestCase) -> str | None:
     test_id = _test_id(test)
-    return EXCLUDED.get(test_id) or EXCLUDED.get(test_id.rpartition(".")[0])
+    for excluded in (test_id, test_id.rpartition(".")[0]):
+        if excluded in EXCLUDED and sys.version_info.minor in ONLY_IN.get(
+            excluded, (sys.version_info.minor,)
+        ):
+            return EXCLUDED[excluded]
+    return None
 
 
 # -- running and counting -------------------------------------------------------------------
@@ -294,6 +433,38 @@ class Report:
 
 _BAD = {"failed", "error", "unexpected success"}
 
+TIME_LIMIT = 30.0  # seconds a test may run: past it, it fails as hung and the run goes on
+
+
+class _Hung(SystemExit):
+    """Raised, from SIGALRM, in a test that runs past TIME_LIMIT. A SystemExit, which event loops
+    and tasks let through (the signal also ends a blocking epoll_wait), and which unittest
+    reports as the test's error before it runs the test's tearDown and cleanups (a
+    KeyboardInterrupt would end the whole run)."""
+
+
+def _hung(signum: int, frame: Any) -> None:
+    signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)  # again, should its tearDown hang too
+    raise _Hung(f"the test still ran after {TIME_LIMIT:.0f} s")
+
+
+@contextlib.contextmanager
+def _sigalrm_lent() -> Iterator[None]:
+    """SIGALRM and the real-time interval timer, which time the tests (TIME_LIMIT), lent for the
+    run: whoever had them (pytest-timeout) gets them back, less the time the run took."""
+    handler = signal.getsignal(signal.SIGALRM)
+    delay, interval = signal.setitimer(signal.ITIMER_REAL, 0)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if handler is not None:
+            signal.signal(signal.SIGALRM, handler)
+        if delay:
+            left = max(delay - (time.monotonic() - started), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
+
 
 class _Recorder(unittest.TestResult):
     def __init__(self, report: Report) -> None:
@@ -312,9 +483,13 @@ class _Recorder(unittest.TestResult):
     def startTest(self, test: unittest.TestCase) -> None:
         super().startTest(test)
         self._loops_before = _loops_made
+        # Each time: a test may have set a SIGALRM handler of its own.
+        signal.signal(signal.SIGALRM, _hung)
+        signal.setitimer(signal.ITIMER_REAL, TIME_LIMIT)
 
     def stopTest(self, test: unittest.TestCase) -> None:
         super().stopTest(test)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         test_id = self._record(test, "passed")
         if _loops_made > self._loops_before:
             self.report.on_epolloop.add(test_id)
@@ -349,10 +524,7 @@ def run_module(name: str) -> Report:
     """Run test.test_asyncio.<name> on epolloop (ModuleNotFoundError if this Python lacks it)."""
     module = importlib.import_module(f"{PACKAGE}.{name}")
     report = Report(name)
-    if name == "test_events":
-        tests = list(_events_tests(module))
-    else:
-        tests = list(_flatten(unittest.defaultTestLoader.loadTestsFromModule(module)))
+    tests = list(_module_tests(module))
     to_run = []
     for test in tests:
         reason = _excluded(test)
@@ -369,7 +541,7 @@ def run_module(name: str) -> Report:
         and sys.version_info.minor in ONLY_IN.get(test_id, (sys.version_info.minor,))
     ]
     started = time.monotonic()
-    with _epolloop_everywhere(module):
+    with _epolloop_everywhere(module), _sigalrm_lent():
         unittest.TestSuite(to_run).run(_Recorder(report))
     report.seconds = time.monotonic() - started
     return report
