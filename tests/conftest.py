@@ -18,9 +18,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import pathlib
+import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
+from _helpers import no_fd_leaks
 
 import epolloop
 
@@ -135,6 +138,22 @@ def loop_name(request: pytest.FixtureRequest) -> str:
     if factory is epolloop.new_event_loop:
         return "epolloop"
     return next(name for name, made in request.config.stash[_LOOPS].items() if made is factory)
+
+
+@pytest.fixture
+def no_leaked_fds() -> Iterator[None]:
+    """Fail the test if it leaves a file descriptor open (its loop included: pytest-asyncio
+    closes it before this fixture's teardown)."""
+    with no_fd_leaks():
+        yield
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[pathlib.Path]:
+    """A short directory for Unix socket paths (sun_path holds 108 bytes; tmp_path can be
+    longer than that)."""
+    with tempfile.TemporaryDirectory(prefix="epolloop-") as path:
+        yield pathlib.Path(path)
 
 
 class _ErrorRecorder(logging.Handler):

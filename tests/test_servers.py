@@ -22,8 +22,7 @@ import secrets
 import socket
 import stat
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -33,7 +32,6 @@ from _helpers import (
     address_of,
     connect,
     listen_queue,
-    no_fd_leaks,
     round_trip,
     serving,
     spin,
@@ -55,20 +53,7 @@ def _xfail_uvloop_sendfile(loop_name: str) -> None:
     _xfail_uvloop(loop_name, "loop.sendfile() is not implemented (raises NotImplementedError)")
 
 
-@pytest.fixture(autouse=True)
-def _no_fd_leaks() -> Iterator[None]:
-    """Every socket, server and file a test opens is closed by its end (its loop too:
-    pytest-asyncio closes it before this fixture's teardown)."""
-    with no_fd_leaks():
-        yield
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[pathlib.Path]:
-    """A short directory for Unix socket paths (sun_path holds 108 bytes; tmp_path can be
-    longer than that)."""
-    with tempfile.TemporaryDirectory(prefix="epolloop-") as path:
-        yield pathlib.Path(path)
+pytestmark = pytest.mark.usefixtures("no_leaked_fds")
 
 
 # -- helpers ----------------------------------------------------------------------------------

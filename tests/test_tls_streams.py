@@ -23,8 +23,7 @@ import socket
 import ssl
 import struct
 import sys
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -33,7 +32,6 @@ from _helpers import (
     Recorder,
     address_of,
     connect,
-    no_fd_leaks,
     round_trip,
     serving,
     spin,
@@ -44,19 +42,7 @@ from _helpers import (
 TLS_VERSIONS = {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}
 
 
-@pytest.fixture(autouse=True)
-def _no_fd_leaks() -> Iterator[None]:
-    """Every socket and server a test opens is closed by its end (its loop too:
-    pytest-asyncio closes it before this fixture's teardown)."""
-    with no_fd_leaks():
-        yield
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[pathlib.Path]:
-    """A short directory for Unix socket paths (sun_path holds 108 bytes)."""
-    with tempfile.TemporaryDirectory(prefix="epolloop-") as path:
-        yield pathlib.Path(path)
+pytestmark = pytest.mark.usefixtures("no_leaked_fds")
 
 
 def client_hello(context: ssl.SSLContext) -> bytes:
