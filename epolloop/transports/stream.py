@@ -1,54 +1,22 @@
 """The stream transport: TCP and Unix stream sockets, with asyncio's semantics.
 
-Reading. The read strategy is chosen once, when the protocol is set, by binding
-``_read_ready`` to the method for the protocol's kind: a ``BufferedProtocol`` gets the bytes
-straight into its own buffer (recv_into), a ``Protocol`` gets ``bytes``. An empty read is the
-peer's EOF: ``eof_received()`` returning true keeps the connection half-open for writing.
-
-Writing. ``write()`` sends at once while the kernel takes the bytes; the rest is queued and
-flushed, many buffers in one ``sendmsg``, when epoll says the socket is writable. Flow control
-(flow.py) tells the protocol to pause and resume as the queue crosses its water marks.
-
-Closing. ``close()`` stops reading, flushes the queue, then closes; ``abort()`` drops the queue
-and closes now; ``write_eof()`` flushes, then shuts the write side down. ``connection_lost``
-runs exactly once, always from the loop (never inside the caller's ``close()``), after which
-the socket is closed and its epoll registration already gone.
-
-Errors. An OSError from the socket (reset, broken pipe) ends the connection quietly with
-``connection_lost(exc)``; any other exception, which can only come from the protocol, is also
-reported to the loop's exception handler. Either way only this connection is affected.
+Built from the parts in base.py (lifecycle, byte reading, queued writing); what is the
+socket's own lives here: the connection's addresses, TCP_NODELAY, half-close with
+shutdown(SHUT_WR), a peer's EOF that the protocol may answer by staying half-open, the server
+that accepted the connection, and loop.sendfile's hand-over of the socket.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
-import os
 import socket
-import warnings
-from asyncio import BufferedProtocol, Protocol, Transport, constants, futures, trsock
-from asyncio.log import logger
+from asyncio import BufferedProtocol, Protocol, Transport, constants, trsock
 from typing import Any
 
-from .flow import WriteFlowControl
-
-# A peer that has gone makes send() fail with EPIPE; without this flag the kernel would also
-# raise SIGPIPE, which kills a process that has not ignored it (Python ignores it, embedders
-# may not).
-_NOSIGNAL = socket.MSG_NOSIGNAL
-
-# How many buffers one sendmsg may carry (the kernel's limit on an iovec array).
-try:
-    _IOV_MAX = os.sysconf("SC_IOV_MAX")
-except (OSError, ValueError):
-    _IOV_MAX = 16
+from .base import ByteReading, FdTransport, QueuedWriting
 
 
-class StreamTransport(WriteFlowControl, Transport):
+class StreamTransport(ByteReading, QueuedWriting, FdTransport, Transport):
     """A connected stream socket (TCP or Unix) driven by the loop's epoll reactor."""
-
-    max_size = 256 * 1024  # bytes asked of each recv() for a Protocol
-    _sock: socket.socket | None = None  # read by __del__ even if __init__ failed
 
     def __init__(
         self,
@@ -59,290 +27,31 @@ class StreamTransport(WriteFlowControl, Transport):
         extra: dict[str, Any] | None = None,
         server: Any = None,
     ) -> None:
-        super().__init__(extra)
-        self._loop = loop
-        self._extra["socket"] = trsock.TransportSocket(sock)
+        extra = {} if extra is None else extra
+        extra["socket"] = trsock.TransportSocket(sock)
         try:
-            self._extra["sockname"] = sock.getsockname()
+            extra["sockname"] = sock.getsockname()
         except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
+            extra["sockname"] = None
+        if "peername" not in extra:
             try:
-                self._extra["peername"] = sock.getpeername()
+                extra["peername"] = sock.getpeername()
             except OSError:
-                self._extra["peername"] = None
+                extra["peername"] = None
         if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
             # Small writes go out at once, as asyncio does for its TCP transports.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._protocol: Any = None
-        self.set_protocol(protocol)
-        self._server = server
-        self._buffer: collections.deque[bytes | memoryview] = collections.deque()
-        self._buffer_size = 0
-        self._conn_lost = 0  # > 0 once connection_lost is scheduled; counts writes after it
-        self._closing = False
-        self._paused = False  # pause_reading() in effect
-        self._eof = False  # write_eof() called
-        self._empty_waiter: Any = None  # loop.sendfile waits here for the queue to drain
+        super().__init__(loop, sock, protocol, waiter, extra)
         if server is not None:
+            self._server = server
             server._attach(self)
         loop._transports[self._fd] = self
 
-        loop.call_soon(self._protocol.connection_made, self)
-        # Reading starts only after connection_made has run.
-        loop.call_soon(self._start_reading)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    def __repr__(self) -> str:
-        info = [type(self).__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._fd}")
-        if self._sock is not None:
-            info.append(f"read={'polling' if self.is_reading() else 'idle'}")
-            info.append(f"write=<bufsize={self._buffer_size}>")
-        return f"<{' '.join(info)}>"
-
-    def __del__(self, _warn: Any = warnings.warn) -> None:
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-            if self._server is not None:
-                self._server._detach(self)
-
-    # -- protocol -----------------------------------------------------------------------------
-
-    def set_protocol(self, protocol: Any) -> None:
-        # Chosen once here, not tested on every read: which read path this protocol takes.
-        replacing = self._protocol is not None
-        if isinstance(protocol, BufferedProtocol):
-            self._read_ready = self._read_into_buffer
-        else:
-            self._read_ready = self._read_bytes
-        self._protocol = protocol
-        if replacing:
-            self._start_reading()  # the reactor must call the new read path from now on
-
-    def get_protocol(self) -> Any:
-        return self._protocol
-
-    # -- reading ------------------------------------------------------------------------------
-
-    def is_reading(self) -> bool:
-        return not self._paused and not self._closing
-
-    def pause_reading(self) -> None:
-        if not self.is_reading():
-            return
-        self._paused = True
-        self._loop._remove_reader(self._fd)
-        if self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self) -> None:
-        if self._closing or not self._paused:
-            return
-        self._paused = False
+    def _start(self) -> None:
         self._start_reading()
-        if self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
 
-    def _start_reading(self) -> None:
-        if self.is_reading():
-            self._loop._add_reader(self._fd, self._read_ready)
-
-    def _read_bytes(self) -> None:
-        # Hot path: one recv and one data_received per readiness event.
-        if self._conn_lost:
-            return
-        try:
-            data = self._sock.recv(self.max_size)  # type: ignore[union-attr]
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if not data:
-            self._read_eof()
-            return
-        try:
-            self._protocol.data_received(data)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-
-    def _read_into_buffer(self) -> None:
-        # Hot path: the protocol's buffer is filled in place, no bytes object is made.
-        if self._conn_lost:
-            return
-        try:
-            buf = self._protocol.get_buffer(-1)
-            if not len(buf):
-                raise RuntimeError("get_buffer() returned an empty buffer")
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-            return
-        try:
-            nbytes = self._sock.recv_into(buf)  # type: ignore[union-attr]
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if not nbytes:
-            self._read_eof()
-            return
-        try:
-            self._protocol.buffer_updated(nbytes)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
-
-    def _read_eof(self) -> None:
-        if self._loop.get_debug():
-            logger.debug("%r received EOF", self)
-        try:
-            keep_open = self._protocol.eof_received()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
-            return
-        if keep_open:
-            # Half-open: the protocol may still write, but nothing more will be read.
-            self._loop._remove_reader(self._fd)
-        else:
-            self.close()
-
-    # -- writing ------------------------------------------------------------------------------
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
-            )
-        if self._eof:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self._empty_waiter is not None:
-            raise RuntimeError("unable to write; sendfile is in progress")
-        if not data:
-            return
-        if self._conn_lost:
-            self._write_after_loss()
-            return
-        if not self._buffer:
-            # Nothing queued: try to send now, and queue only what the kernel refused.
-            try:
-                sent = self._sock.send(data, _NOSIGNAL)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on socket transport")
-                return
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-            self._loop._add_writer(self._fd, self._write_ready)
-        self._queue(data)
-        self._maybe_pause_protocol()
-
-    def writelines(self, list_of_data: Any) -> None:
-        if self._eof:
-            raise RuntimeError("Cannot call writelines() after write_eof()")
-        if self._empty_waiter is not None:
-            raise RuntimeError("unable to writelines; sendfile is in progress")
-        if self._conn_lost:
-            self._write_after_loss()
-            return
-        # All or nothing: a bad item (TypeError from memoryview) leaves the queue untouched.
-        chunks = [_owned(memoryview(data)) for data in list_of_data]
-        was_empty = not self._buffer
-        for chunk in chunks:
-            if chunk:
-                self._queue(chunk)
-        if was_empty and self._buffer:
-            # One vectored send for all of them; the writer waits for whatever is left.
-            self._write_ready()
-            if self._buffer:
-                self._loop._add_writer(self._fd, self._write_ready)
-        self._maybe_pause_protocol()
-
-    def _queue(self, data: bytes | bytearray | memoryview) -> None:
-        data = _owned(data)
-        self._buffer.append(data)
-        self._buffer_size += len(data)
-
-    def _write_after_loss(self) -> None:
-        if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-            logger.warning("socket.send() raised exception.")
-        self._conn_lost += 1
-
-    def _write_ready(self) -> None:
-        if self._conn_lost:
-            return
-        buffer = self._buffer
-        try:
-            sent = self._sock.sendmsg(  # type: ignore[union-attr]
-                itertools.islice(buffer, _IOV_MAX), (), _NOSIGNAL
-            )
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop._remove_writer(self._fd)
-            buffer.clear()
-            self._buffer_size = 0
-            self._fatal_error(exc, "Fatal write error on socket transport")
-            if self._empty_waiter is not None:
-                self._empty_waiter.set_exception(exc)
-            return
-        self._buffer_size -= sent
-        while sent:
-            head = buffer[0]
-            if len(head) <= sent:
-                sent -= len(head)
-                buffer.popleft()
-            else:
-                buffer[0] = memoryview(head)[sent:]
-                break
-        self._maybe_resume_protocol()  # may write, and so queue more
-        if not buffer:
-            self._loop._remove_writer(self._fd)
-            if self._empty_waiter is not None:
-                self._empty_waiter.set_result(None)
-            if self._closing:
-                self._call_connection_lost(None)
-            elif self._eof:
-                self._sock.shutdown(socket.SHUT_WR)  # type: ignore[union-attr]
-
-    def get_write_buffer_size(self) -> int:
-        return self._buffer_size
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        if self._closing or self._eof:
-            return
-        self._eof = True
-        if not self._buffer:
-            self._sock.shutdown(socket.SHUT_WR)  # type: ignore[union-attr]
+    def _shut_write(self) -> None:
+        self._sock.shutdown(socket.SHUT_WR)
 
     # -- sendfile support (loop.sendfile) ------------------------------------------------------
 
@@ -359,74 +68,3 @@ class StreamTransport(WriteFlowControl, Transport):
 
     def _reset_empty_waiter(self) -> None:
         self._empty_waiter = None
-
-    # -- closing ------------------------------------------------------------------------------
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._loop._remove_reader(self._fd)
-        if not self._buffer:
-            self._conn_lost += 1
-            self._loop._remove_writer(self._fd)
-            self._loop.call_soon(self._call_connection_lost, None)
-
-    def abort(self) -> None:
-        self._force_close(None)
-
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if isinstance(exc, OSError):
-            # The peer went away or the network failed: an ordinary end, not a bug.
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        if self._conn_lost:
-            return
-        if self._buffer:
-            self._buffer.clear()
-            self._buffer_size = 0
-            self._loop._remove_writer(self._fd)
-        if not self._closing:
-            self._closing = True
-            self._loop._remove_reader(self._fd)
-        self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            # The fd's epoll registration is gone already (close/_force_close removed it).
-            self._sock.close()  # type: ignore[union-attr]
-            self._sock = None
-            self._protocol = None
-            self._loop = None
-            server = self._server
-            if server is not None:
-                server._detach(self)
-                self._server = None
-
-
-def _owned(data: bytes | bytearray | memoryview) -> bytes | memoryview:
-    """What may be queued: the caller may reuse a mutable buffer once write() returns, so
-    anything but immutable bytes (or a view of them) is copied."""
-    if type(data) is bytes:
-        return data
-    if type(data) is memoryview and data.readonly and type(data.obj) is bytes:
-        return data
-    return bytes(data)
