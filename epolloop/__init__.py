@@ -47,10 +47,10 @@ def run(
         return runner.run(main)
 
 
-# Renamed with a leading underscore, and deprecated, in Python 3.14.
-_BasePolicy: Any = getattr(asyncio.events, "BaseDefaultEventLoopPolicy", None)
-if _BasePolicy is None:
-    _BasePolicy = asyncio.events._BaseDefaultEventLoopPolicy  # type: ignore[attr-defined]
+# asyncio's own policy for Unix, child-watcher methods included: programs that still call
+# asyncio.set_child_watcher() (deprecated in 3.12) keep working, although epolloop's loops watch
+# their children through pidfds and never use a watcher.
+_BasePolicy: Any = asyncio.unix_events._UnixDefaultEventLoopPolicy
 
 
 class EventLoopPolicy(_BasePolicy):  # type: ignore[misc]

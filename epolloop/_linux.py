@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import select
+import signal
 import time
 
 EPOLLIN = select.EPOLLIN
@@ -22,6 +23,7 @@ TFD_CLOEXEC = os.O_CLOEXEC
 TFD_TIMER_ABSTIME = 1
 
 pidfd_open = os.pidfd_open
+pidfd_send_signal = signal.pidfd_send_signal
 
 
 def epoll() -> select.epoll:

@@ -31,6 +31,8 @@ from typing import Any, TypeVar
 
 from ._reactor import Reactor
 from .net import Networking
+from .processes import Processes
+from .signals import Signals
 
 _T = TypeVar("_T")
 
@@ -52,13 +54,18 @@ def _format_handle(handle: events.Handle) -> str:
     return repr(owner) if isinstance(owner, Task) else str(handle)
 
 
-class Loop(Networking, Reactor, AbstractEventLoop):
+class Loop(Networking, Processes, Signals, Reactor, AbstractEventLoop):
     """An asyncio event loop on epoll, timerfd and eventfd."""
 
     def __init__(self) -> None:
         Reactor.__init__(self)
         # fd -> the transport that owns it, so user watchers cannot steal a transport's fd.
         self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        # Subprocess transports whose child is still watched through its pidfd.
+        self._processes: weakref.WeakSet[Any] = weakref.WeakSet()
+        # signal number -> handle; the socketpair that wakes the loop, made with the first.
+        self._signal_handlers: dict[int, events.Handle] = {}
+        self._signal_socket: Any = None
         self.slow_callback_duration = 0.1
         self._exception_handler: ExceptionHandler | None = None
         self._task_factory: TaskFactory | None = None
@@ -164,6 +171,8 @@ class Loop(Networking, Reactor, AbstractEventLoop):
             return
         if self._debug:
             logger.debug("Close %r", self)
+        self._close_signals()
+        self._close_processes()
         self._close_reactor()
         self._executor_shutdown_called = True
         executor = self._default_executor

@@ -7,7 +7,7 @@ every socket-facing method of ``asyncio.AbstractEventLoop`` with asyncio's seman
 The sock_* coroutines try the system call first and register with epoll only when it would
 block; the registration goes away when the operation finishes or is cancelled. Connections and
 accepted sockets become ``StreamTransport``s; TLS is the stdlib's memory-BIO ``SSLProtocol``
-layered over one, as asyncio does it.
+layered over one, as asyncio does it. Datagram endpoints become ``DatagramSocketTransport``s.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .server import Server
+from .transports.datagram import DatagramSocketTransport
 from .transports.stream import StreamTransport
 
 try:
@@ -45,6 +46,10 @@ except ImportError:  # pragma: no cover - CPython without OpenSSL
 
 _SENDFILE_FALLBACK_BLOCK = 256 * 1024  # bytes read per step when os.sendfile cannot be used
 _TRANSPORT_SENDFILE_FALLBACK_BLOCK = 16 * 1024  # loop.sendfile's fallback, as asyncio
+# create_datagram_endpoint(sock=a stream socket) says so in the running Python's words.
+_DATAGRAM_SOCKET_EXPECTED = (
+    "A datagram socket was expected" if sys.version_info >= (3, 13) else "A UDP Socket was expected"
+)
 
 
 def _check_ssl_socket(sock: Any) -> None:
@@ -909,6 +914,143 @@ class Networking:
         if start_serving:
             await server.start_serving()
         return server
+
+    # -- datagram endpoints -------------------------------------------------------------------
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], Any],
+        local_addr: Any = None,
+        remote_addr: Any = None,
+        *,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        reuse_port: bool | None = None,
+        allow_broadcast: bool | None = None,
+        sock: socket.socket | None = None,
+    ) -> tuple[DatagramSocketTransport, Any]:
+        """A datagram endpoint bound to *local_addr* and/or sending to *remote_addr* (a
+        connected socket, unless *allow_broadcast*), or over an existing *sock*."""
+        remote_address = None
+        if sock is not None:
+            if sock.type == socket.SOCK_STREAM:
+                raise ValueError(f"{_DATAGRAM_SOCKET_EXPECTED}, got {sock!r}")
+            modifiers = {
+                "local_addr": local_addr,
+                "remote_addr": remote_addr,
+                "family": family,
+                "proto": proto,
+                "flags": flags,
+                "reuse_port": reuse_port,
+                "allow_broadcast": allow_broadcast,
+            }
+            problems = ", ".join(f"{key}={value}" for key, value in modifiers.items() if value)
+            if problems:
+                raise ValueError(
+                    "socket modifier keyword arguments can not be used when sock is "
+                    f"specified. ({problems})"
+                )
+            sock.setblocking(False)
+        else:
+            candidates = await self._datagram_address_pairs(
+                local_addr, remote_addr, family, proto, flags
+            )
+            errors: list[OSError] = []
+            for (sock_family, sock_proto), (local_address, remote) in candidates:
+                try:
+                    sock = await self._open_datagram_socket(
+                        sock_family, sock_proto, local_address, remote, reuse_port, allow_broadcast
+                    )
+                except OSError as exc:
+                    errors.append(exc)
+                else:
+                    remote_address = remote
+                    break
+            else:
+                raise errors[0]
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = DatagramSocketTransport(self, sock, protocol, remote_address, waiter)
+        if self._debug:
+            logger.debug(
+                "Datagram endpoint local_addr=%r remote_addr=%r created: (%r, %r)",
+                local_addr,
+                remote_addr,
+                transport,
+                protocol,
+            )
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def _datagram_address_pairs(
+        self, local_addr: Any, remote_addr: Any, family: int, proto: int, flags: int
+    ) -> list[tuple[tuple[int, int], tuple[Any, Any]]]:
+        """The (family, proto) → (local address, remote address) choices to try in order: one
+        for each family in which every given address resolves."""
+        if not (local_addr or remote_addr):
+            if family == 0:
+                raise ValueError("unexpected address family")
+            return [((family, proto), (None, None))]
+        if family == socket.AF_UNIX:
+            for addr in (local_addr, remote_addr):
+                if addr is not None and not isinstance(addr, str):
+                    raise TypeError("string is expected")
+            if local_addr and not _is_abstract(local_addr):
+                _remove_stale_unix_socket(local_addr)
+            return [((family, proto), (local_addr, remote_addr))]
+        pairs: dict[tuple[int, int], list[Any]] = {}  # insertion order: the resolver's
+        for index, addr in enumerate((local_addr, remote_addr)):
+            if addr is None:
+                continue
+            if not (isinstance(addr, tuple) and len(addr) == 2):
+                raise TypeError("2-tuple is expected")
+            infos = await self._ensure_resolved(
+                addr, family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags
+            )
+            if not infos:
+                raise OSError("getaddrinfo() returned empty list")
+            for info_family, _, info_proto, _, address in infos:
+                pairs.setdefault((info_family, info_proto), [None, None])[index] = address
+        usable = [
+            (key, (local, remote))
+            for key, (local, remote) in pairs.items()
+            if not (local_addr and local is None) and not (remote_addr and remote is None)
+        ]
+        if not usable:
+            raise ValueError("can not get address information")
+        return usable
+
+    async def _open_datagram_socket(
+        self,
+        family: int,
+        proto: int,
+        local_address: Any,
+        remote_address: Any,
+        reuse_port: bool | None,
+        allow_broadcast: bool | None,
+    ) -> socket.socket:
+        sock = socket.socket(family=family, type=socket.SOCK_DGRAM, proto=proto)
+        try:
+            if reuse_port:
+                _set_reuse_port(sock)
+            if allow_broadcast:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setblocking(False)
+            if local_address:
+                sock.bind(local_address)
+            if remote_address and not allow_broadcast:
+                # Connected: the kernel filters what arrives and reports ICMP errors to us.
+                # A broadcast endpoint stays unconnected and addresses each datagram.
+                await self.sock_connect(sock, remote_address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     # -- the accept path ----------------------------------------------------------------------
 

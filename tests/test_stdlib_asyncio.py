@@ -78,20 +78,25 @@ MODULES = (
     "test_ssl",
     "test_sslproto",
     "test_unix_events",
+    "test_subprocess",
 )
 
 # -- exclusions -----------------------------------------------------------------------------
 # A reason starts with its kind (the summary counts by kind). Missing features name the part
 # of the package (DESIGN.md) whose issue brings them.
-UDP = "networking: datagram endpoints are not implemented (transports/datagram.py issue)"
-PIPES = "pipes: connect_read_pipe/connect_write_pipe are not implemented (transports/pipes.py)"
-SUBPROCESS = "subprocess: subprocesses are not implemented (transports/subprocess.py issue)"
-SIGNALS = "signals: add_signal_handler is not implemented (signals.py issue)"
 MOCKED_SOCKET = "internals: mocks the socket module inside asyncio.base_events"
 SCHEDULED = "internals: inspects BaseEventLoop._scheduled, the stock loop's timer heap"
 SELECTOR = "internals: mocks BaseEventLoop._selector/_process_events and drives _run_once()"
 ACCEPT = "internals: calls BaseSelectorEventLoop._accept_connection with a mock socket"
 SENDFILE_IMPL = "internals: calls SelectorEventLoop._sock_sendfile_native_impl, reads _selector"
+WATCHERS = (
+    "internals: child watchers; epolloop watches its children through pidfds, never a watcher"
+)
+POPEN_KILL = "internals: patches Popen.kill; epolloop signals its children through their pidfd"
+PIPES_VIA_LOOP = (
+    "internals: patches loop.connect_read_pipe to reach a subprocess's pipe transports (epolloop "
+    "makes them directly)"
+)
 SERVER_ATTACH = "internals: calls Server._attach()/_detach(), 3.12's private client count"
 
 _EVENTS = "test_events.EpolloopEventLoopTests."
@@ -103,24 +108,9 @@ _STREAMS = "test_streams.StreamTests."
 
 EXCLUDED: dict[str, str] = {
     # test_events: the mixins run on epolloop
-    _EVENTS + "test_add_signal_handler": SIGNALS,
-    _EVENTS + "test_signal_handling_args": SIGNALS,
-    _EVENTS + "test_signal_handling_while_selecting": SIGNALS,
-    _EVENTS + "test_bidirectional_pty": PIPES,
-    _EVENTS + "test_read_pipe": PIPES,
-    _EVENTS + "test_read_pty_output": PIPES,
-    _EVENTS + "test_unclosed_pipe_transport": PIPES,
-    _EVENTS + "test_write_pipe": PIPES,
-    _EVENTS + "test_write_pipe_disconnect_on_close": PIPES,
-    _EVENTS + "test_write_pty": PIPES,
-    _EVENTS + "test_create_datagram_endpoint": UDP,
-    _EVENTS + "test_create_datagram_endpoint_ipv6": UDP,
-    _EVENTS + "test_create_datagram_endpoint_sock": UDP,
-    _EVENTS + "test_datagram_send_to_non_listening_address": UDP,
     _EVENTS + "test_create_server_multiple_hosts_ipv4": MOCKED_SOCKET,
     _EVENTS + "test_create_server_multiple_hosts_ipv6": MOCKED_SOCKET,
     _EVENTS + "test_timeout_rounding": "internals: wraps _run_once, reads _clock_resolution",
-    "test_events.EpolloopSubprocessTests": SUBPROCESS,  # the whole mixin
     # test_base_events: BaseEventLoopTests run on epolloop
     _BASE + "test__add_callback_cancelled_handle": "internals: calls BaseEventLoop._add_callback",
     _BASE + "test__add_callback_handle": "internals: calls BaseEventLoop._add_callback",
@@ -137,7 +127,6 @@ EXCLUDED: dict[str, str] = {
         "internals: patches BaseEventLoop.call_exception_handler (epolloop.Loop has its own)"
     ),
     # test_streams: the StreamReader tests run; these need connections
-    _STREAMS + "test_read_all_from_pipe_reader": PIPES,
     # test_base_events: BaseEventLoopWithSelectorTests run on epolloop
     _NET + "test_accept_connection_exception": ACCEPT,
     _NET + "test_accept_connection_retry": ACCEPT,
@@ -158,19 +147,7 @@ EXCLUDED: dict[str, str] = {
     _NET + "test_create_datagram_endpoint_nosoreuseport": MOCKED_SOCKET,
     _NET + "test_create_datagram_endpoint_setblk_err": MOCKED_SOCKET,
     _NET + "test_create_datagram_endpoint_socket_err": MOCKED_SOCKET,
-    _NET + "test_create_datagram_endpoint_addr_error": UDP,
-    _NET + "test_create_datagram_endpoint_allow_broadcast": UDP,
-    _NET + "test_create_datagram_endpoint_connect_err": UDP,
-    _NET + "test_create_datagram_endpoint_existing_sock_unix": UDP,
-    _NET + "test_create_datagram_endpoint_no_matching_family": UDP,
-    _NET + "test_create_datagram_endpoint_noaddr_nofamily": UDP,
-    _NET + "test_create_datagram_endpoint_sock": UDP,
-    _NET + "test_create_datagram_endpoint_sock_sockopts": UDP,
-    _NET + "test_create_datagram_endpoint_sock_unix": UDP,
-    _NET + "test_create_datagram_endpoint_sockopts": UDP,
-    _NET + "test_create_datagram_endpoint_wrong_sock": UDP,
     # test_sendfile
-    "test_sendfile.EpolloopSendfileTests.test_sendfile_not_supported": UDP,
     # test_server
     "test_server.TestServer2.test_wait_closed_basic": SERVER_ATTACH,
     "test_server.TestServer2.test_wait_closed_race": SERVER_ATTACH,
@@ -188,14 +165,23 @@ EXCLUDED: dict[str, str] = {
     _UNIX_SOCKET + "test_create_unix_server_bind_error": (
         "internals: mocks the socket module inside asyncio.unix_events"
     ),
-    "test_unix_events.TestFork.test_fork_asyncio_subprocess": SUBPROCESS,
-    "test_unix_events.TestFork.test_fork_signal_handling": SIGNALS,
+    # test_subprocess: SubprocessMixin runs on epolloop
+    "test_subprocess.GenericWatcherTests.test_create_subprocess_fails_with_inactive_watcher": (
+        WATCHERS
+    ),
+    "test_subprocess.EpolloopSubprocessTests.test_close_kill_running": POPEN_KILL,
+    "test_subprocess.GenericWatcherTests.test_create_subprocess_with_pidfd": (
+        "stdlib: depends on an earlier test's set_event_loop(None); fails alone on stock "
+        "asyncio 3.12.1 too"
+    ),
+    "test_subprocess.EpolloopSubprocessTests.test_pause_reading": PIPES_VIA_LOOP,
 }
 
 # Exclusions that hold on some of the supported Pythons (3.11 to 3.13) only: their minor
 # versions. On the others the test is absent, or is another test there, which runs. Any other
 # excluded test must exist, so that the list stays exact.
 ONLY_IN: dict[str, set[int]] = {
+    "test_subprocess.GenericWatcherTests.test_create_subprocess_with_pidfd": {12},
     _EVENTS + "test_datagram_send_to_non_listening_address": {13},
     _BASE + "test_custom_run_forever_integration": {13},
     "test_server.TestServer2.test_wait_closed_basic": {12},  # 3.13's uses a real client
@@ -358,6 +344,9 @@ _ON_EPOLLOOP: dict[str, tuple[_OnEpolloop, ...]] = {
     ),
     "test_unix_events": (
         _OnEpolloop("EpolloopUnixSocketTests", ("SelectorEventLoopUnixSocketTests",), "setUp"),
+    ),
+    "test_subprocess": (
+        _OnEpolloop("EpolloopSubprocessTests", ("SubprocessMixin", "test_utils.TestCase"), "setUp"),
     ),
 }
 

@@ -10,6 +10,7 @@ A transport is assembled from these parts (stream.py, pipes.py, datagram.py):
   An OSError (reset, broken pipe) ends the connection quietly with ``connection_lost(exc)``;
   any other exception, which can only come from the protocol, is also reported to the loop's
   exception handler. Either way only this transport is affected.
+- ``Reading``: pause_reading / resume_reading, for any transport that reads.
 - ``ByteReading``: the read strategy is chosen once, when the protocol is set, by binding
   ``_read_ready`` to the method for the protocol's kind: a ``BufferedProtocol`` gets the bytes
   straight into its own buffer (recv_into), a ``Protocol`` gets ``bytes``. An empty read is
@@ -82,12 +83,8 @@ class FdTransport:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     def __repr__(self) -> str:
-        info = [type(self).__name__]
-        if self._sock is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"fd={self._fd}")
+        state = "closed" if self._sock is None else "closing" if self._closing else "open"
+        info = [type(self).__name__, state, f"fd={self._fd}"]
         if self._sock is not None:
             if isinstance(self, ReadTransport):
                 info.append(f"read={'polling' if self.is_reading() else 'idle'}")
@@ -168,13 +165,13 @@ class FdTransport:
                 self._server = None
 
 
-class ByteReading:
-    """The read side for byte streams (sockets, pipes): mixed into an ``FdTransport``."""
+class Reading:
+    """Pausing and resuming the read side: mixed into an ``FdTransport`` whose ``_read_ready``
+    reads once per readiness event."""
 
-    max_size = 256 * 1024  # bytes asked of each read for a Protocol
     _paused = False  # pause_reading() in effect
 
-    # Provided by FdTransport.
+    # Provided by FdTransport and the transport.
     _loop: Any
     _sock: Any
     _fd: int
@@ -182,18 +179,8 @@ class ByteReading:
     _closing: bool
     _conn_lost: int
     _fatal_error: Any
+    _read_ready: Callable[[], None]
     close: Any
-
-    def set_protocol(self, protocol: Any) -> None:
-        # Chosen once here, not tested on every read: which read path this protocol takes.
-        replacing = self._protocol is not None
-        if isinstance(protocol, BufferedProtocol):
-            self._read_ready = self._read_into_buffer
-        else:
-            self._read_ready = self._read_bytes
-        self._protocol = protocol
-        if replacing:
-            self._start_reading()  # the reactor must call the new read path from now on
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing
@@ -217,6 +204,23 @@ class ByteReading:
     def _start_reading(self) -> None:
         if self.is_reading():
             self._loop._add_reader(self._fd, self._read_ready)
+
+
+class ByteReading(Reading):
+    """The read side for byte streams (sockets, pipes)."""
+
+    max_size = 256 * 1024  # bytes asked of each read for a Protocol
+
+    def set_protocol(self, protocol: Any) -> None:
+        # Chosen once here, not tested on every read: which read path this protocol takes.
+        replacing = self._protocol is not None
+        if isinstance(protocol, BufferedProtocol):
+            self._read_ready = self._read_into_buffer
+        else:
+            self._read_ready = self._read_bytes
+        self._protocol = protocol
+        if replacing:
+            self._start_reading()  # the reactor must call the new read path from now on
 
     def _read_bytes(self) -> None:
         # Hot path: one read and one data_received per readiness event.

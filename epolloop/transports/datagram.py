@@ -1,0 +1,151 @@
+"""The datagram transport: UDP and Unix datagram sockets, with asyncio's semantics.
+
+Each readiness event reads one datagram and hands it to ``datagram_received(data, addr)``. An
+OSError on a datagram socket is news about one datagram, not the end of the transport: the
+kernel reports an ICMP error (port unreachable, say) on the next call on a connected socket,
+and asyncio passes such errors to ``error_received(exc)`` and carries on. Only an exception
+from the protocol itself is fatal.
+
+``sendto`` sends at once while the kernel takes datagrams and queues (data, address) pairs
+when it would block; flow control (flow.py) counts the queued bytes. A transport made with a
+remote address sends only there: ``sendto(data)`` or ``sendto(data, that_address)``. Empty
+datagrams are real datagrams and are sent (asyncio 3.12+; 3.11 dropped them).
+"""
+
+from __future__ import annotations
+
+import collections
+import socket
+from asyncio import DatagramTransport, Transport, constants, trsock
+from asyncio.log import logger
+from typing import Any
+
+from .base import FdTransport, Reading
+from .flow import WriteFlowControl
+
+# Queued datagrams count this much on top of their data, so that empty ones still weigh on
+# flow control (asyncio 3.12+ adds the same 8 bytes of UDP header).
+_HEADER_SIZE = 8
+
+
+class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport, DatagramTransport):
+    """A datagram socket driven by the loop's epoll reactor. Like asyncio's, it is also an
+    ``asyncio.Transport`` (so it can pause and resume reading); the stream-only methods of
+    that class are not its own."""
+
+    max_size = 256 * 1024  # bytes asked of each recvfrom(): larger than any UDP datagram
+
+    def __init__(
+        self,
+        loop: Any,
+        sock: socket.socket,
+        protocol: Any,
+        address: Any = None,
+        waiter: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        extra = {} if extra is None else extra
+        extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            extra["sockname"] = sock.getsockname()
+        except OSError:
+            extra["sockname"] = None
+        try:
+            extra["peername"] = sock.getpeername()
+        except OSError:
+            extra["peername"] = None
+        self._address = address  # the only destination, when made with a remote address
+        self._connected = extra["peername"] is not None
+        self._buffer: collections.deque[tuple[bytes, Any]] = collections.deque()
+        self._buffer_size = 0
+        super().__init__(loop, sock, protocol, waiter, extra)
+        loop._transports[self._fd] = self
+
+    def _start(self) -> None:
+        self._start_reading()
+
+    def _read_ready(self) -> None:
+        if self._conn_lost:
+            return
+        try:
+            data, addr = self._sock.recvfrom(self.max_size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._protocol.error_received(exc)
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+            return
+        self._protocol.datagram_received(data, addr)
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._address:
+            if addr not in (None, self._address):
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = self._address
+        if self._conn_lost:
+            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        if not self._buffer:
+            try:
+                self._send(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop._add_writer(self._fd, self._send_queued)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._buffer.append((bytes(data), addr))  # the caller may reuse a mutable buffer
+        self._buffer_size += len(data) + _HEADER_SIZE
+        self._maybe_pause_protocol()
+
+    def _send(self, data: Any, addr: Any) -> None:
+        if self._connected:
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
+
+    def _send_queued(self) -> None:
+        buffer = self._buffer
+        while buffer:
+            data, addr = buffer[0]
+            try:
+                self._send(data, addr)
+            except (BlockingIOError, InterruptedError):
+                break  # the rest waits for the next writable event
+            except OSError as exc:
+                self._drop_sent(len(data))
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+            self._drop_sent(len(data))
+        self._maybe_resume_protocol()  # may send, and so queue more
+        if not buffer:
+            self._loop._remove_writer(self._fd)
+            if self._closing:
+                self._call_connection_lost(None)
+
+    def _drop_sent(self, size: int) -> None:
+        self._buffer.popleft()
+        self._buffer_size -= size + _HEADER_SIZE
