@@ -934,7 +934,10 @@ class Networking:
         connected socket, unless *allow_broadcast*), or over an existing *sock*."""
         remote_address = None
         if sock is not None:
-            if sock.type == socket.SOCK_STREAM:
+            if sock.type != socket.SOCK_DGRAM and (
+                sock.type == socket.SOCK_STREAM or sys.version_info < (3, 13)
+            ):
+                # 3.13 takes any socket but a stream one (SOCK_SEQPACKET, say); before, UDP only.
                 raise ValueError(f"{_DATAGRAM_SOCKET_EXPECTED}, got {sock!r}")
             modifiers = {
                 "local_addr": local_addr,

@@ -9,13 +9,15 @@ from the protocol itself is fatal.
 ``sendto`` sends at once while the kernel takes datagrams and queues (data, address) pairs
 when it would block; flow control (flow.py) counts the queued bytes. A transport made with a
 remote address sends only there: ``sendto(data)`` or ``sendto(data, that_address)``. Empty
-datagrams are real datagrams and are sent (asyncio 3.12+; 3.11 dropped them).
+datagrams follow the running Python's asyncio: sent, and counted with 8 bytes of header by
+flow control, from 3.13; silently dropped before.
 """
 
 from __future__ import annotations
 
 import collections
 import socket
+import sys
 from asyncio import DatagramTransport, Transport, constants, trsock
 from asyncio.log import logger
 from typing import Any
@@ -23,9 +25,10 @@ from typing import Any
 from .base import FdTransport, Reading
 from .flow import WriteFlowControl
 
-# Queued datagrams count this much on top of their data, so that empty ones still weigh on
-# flow control (asyncio 3.12+ adds the same 8 bytes of UDP header).
-_HEADER_SIZE = 8
+# From 3.13 asyncio sends empty datagrams, and counts 8 bytes of UDP header for each queued
+# one so that empty ones still weigh on flow control; before, it dropped them.
+_SENDS_EMPTY = sys.version_info >= (3, 13)
+_HEADER_SIZE = 8 if _SENDS_EMPTY else 0
 
 
 class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport, DatagramTransport):
@@ -89,6 +92,8 @@ class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport,
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
+        if not data and not _SENDS_EMPTY:
+            return
         if self._address:
             if addr not in (None, self._address):
                 raise ValueError(f"Invalid address: must be None or {self._address}")
