@@ -306,6 +306,8 @@ class QueuedWriting(WriteFlowControl):
     _fatal_error: Any
     _call_connection_lost: Any
     _shut_write: Callable[[], None]  # each transport's own: end the write side
+    # Logged for each write made long after the connection was lost (asyncio's wording).
+    _dropped_write_warning = "socket.send() raised exception."
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._buffer: collections.deque[bytes | memoryview] = collections.deque()
@@ -373,7 +375,7 @@ class QueuedWriting(WriteFlowControl):
 
     def _write_after_loss(self) -> None:
         if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-            logger.warning("socket.send() raised exception.")
+            logger.warning(self._dropped_write_warning)
         self._conn_lost += 1
 
     def _write_ready(self) -> None:

@@ -58,11 +58,12 @@ class PipeEnd:
         self._pipe.close()
 
 
-def _file_type(pipe: Any) -> int:
-    """The fd's file type; anything but a pipe, FIFO, socket or character device is refused."""
+def _file_type(pipe: Any, refusal: str) -> int:
+    """The fd's file type; anything but a pipe, FIFO, socket or character device is refused
+    with ValueError(refusal)."""
     mode = os.fstat(pipe.fileno()).st_mode
     if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
-        raise ValueError("Pipe transport is only for pipes, sockets and character devices")
+        raise ValueError(refusal)
     return mode
 
 
@@ -72,7 +73,7 @@ class ReadPipeTransport(ByteReading, FdTransport, ReadTransport):
     def __init__(
         self, loop: Any, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None
     ) -> None:
-        _file_type(pipe)
+        _file_type(pipe, "Pipe transport is for pipes/sockets only.")
         extra = {} if extra is None else extra
         extra["pipe"] = pipe
         super().__init__(loop, PipeEnd(pipe), protocol, waiter, extra)
@@ -90,10 +91,12 @@ class ReadPipeTransport(ByteReading, FdTransport, ReadTransport):
 class WritePipeTransport(QueuedWriting, FdTransport, WriteTransport):
     """The write end of a pipe (or FIFO, socket, character device)."""
 
+    _dropped_write_warning = "pipe closed by peer or os.write(pipe, data) raised exception."
+
     def __init__(
         self, loop: Any, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None
     ) -> None:
-        mode = _file_type(pipe)
+        mode = _file_type(pipe, "Pipe transport is only for pipes, sockets and character devices")
         # Only pipes and sockets report a vanished reader; a character device never does.
         self._watch_peer = stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
         extra = {} if extra is None else extra
