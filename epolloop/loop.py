@@ -171,9 +171,10 @@ class Loop(Networking, Processes, Signals, Reactor, AbstractEventLoop):
             return
         if self._debug:
             logger.debug("Close %r", self)
-        self._close_signals()
-        self._close_processes()
+        self._close_processes()  # before the reactor: reaping unregisters pidfds
         self._close_reactor()
+        # After: as in asyncio, the loop is closed even if this fails (outside the main thread).
+        self._close_signals()
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:

@@ -53,7 +53,6 @@ class Signals:
     _signal_socket: tuple[socket.socket, socket.socket] | None
     _check_closed: Callable[[], None]
     _add_reader: Callable[..., Any]
-    _remove_reader: Callable[[int], bool]
     call_soon: Callable[..., Any]
 
     def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
@@ -132,8 +131,7 @@ class Signals:
         else:
             for sig in list(self._signal_handlers):
                 self.remove_signal_handler(sig)
-        if self._signal_socket is not None:
-            self._remove_reader(self._signal_socket[0].fileno())
+        if self._signal_socket is not None:  # the reactor, closed already, watches it no more
             for end in self._signal_socket:
                 end.close()
             self._signal_socket = None

@@ -32,7 +32,14 @@ import itertools
 import os
 import socket
 import warnings
-from asyncio import BufferedProtocol, ReadTransport, WriteTransport, constants, futures
+from asyncio import (
+    BufferedProtocol,
+    ReadTransport,
+    WriteTransport,
+    constants,
+    futures,
+    trsock,
+)
 from asyncio.log import logger
 from collections.abc import Callable
 from typing import Any
@@ -49,6 +56,20 @@ try:
     IOV_MAX = os.sysconf("SC_IOV_MAX")
 except (OSError, ValueError):
     IOV_MAX = 16
+
+
+def socket_extra(sock: socket.socket, extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The extra info of a socket transport: the socket (wrapped as asyncio does), its
+    address and its peer's (None where there is none)."""
+    extra = {} if extra is None else extra
+    extra["socket"] = trsock.TransportSocket(sock)
+    for key, address_of in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+        if key not in extra:
+            try:
+                extra[key] = address_of()
+            except OSError:
+                extra[key] = None
+    return extra
 
 
 class FdTransport:
@@ -112,6 +133,12 @@ class FdTransport:
         if self._closing:
             return
         self._closing = True
+        if self._loop.is_closed():
+            # Nothing will run connection_lost any more: release the fd now, quietly.
+            self._conn_lost += 1
+            self._sock.close()
+            self._sock = None
+            return
         self._loop._remove_reader(self._fd)
         if not self._buffer:
             self._conn_lost += 1
@@ -120,6 +147,17 @@ class FdTransport:
 
     def abort(self) -> None:
         self._force_close(None)
+
+    # Logged for each write made long after the connection was lost (asyncio's wording).
+    _dropped_write_warning = "socket.send() raised exception."
+    # Whether write() after close() is dropped (asyncio's pipes) or flushed before the close
+    # (asyncio's sockets).
+    _drops_writes_after_close = False
+
+    def _write_after_loss(self) -> None:
+        if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+            logger.warning(self._dropped_write_warning)
+        self._conn_lost += 1
 
     def _fatal_error(self, exc: BaseException, message: str) -> None:
         if isinstance(exc, OSError):
@@ -170,17 +208,13 @@ class Reading:
     reads once per readiness event."""
 
     _paused = False  # pause_reading() in effect
+    _at_eof = False  # the peer's EOF was read: a half-open transport reads no more
 
     # Provided by FdTransport and the transport.
     _loop: Any
-    _sock: Any
     _fd: int
-    _protocol: Any
     _closing: bool
-    _conn_lost: int
-    _fatal_error: Any
     _read_ready: Callable[[], None]
-    close: Any
 
     def is_reading(self) -> bool:
         return not self._paused and not self._closing
@@ -202,12 +236,18 @@ class Reading:
             logger.debug("%r resumes reading", self)
 
     def _start_reading(self) -> None:
-        if self.is_reading():
+        if self.is_reading() and not self._at_eof:
             self._loop._add_reader(self._fd, self._read_ready)
 
 
 class ByteReading(Reading):
     """The read side for byte streams (sockets, pipes)."""
+
+    _sock: Any
+    _protocol: Any
+    _conn_lost: int
+    _fatal_error: Any
+    close: Any
 
     max_size = 256 * 1024  # bytes asked of each read for a Protocol
 
@@ -289,6 +329,7 @@ class ByteReading(Reading):
             return
         if keep_open:
             # Half-open: the protocol may still write, but nothing more will be read.
+            self._at_eof = True
             self._loop._remove_reader(self._fd)
         else:
             self.close()
@@ -305,9 +346,8 @@ class QueuedWriting(WriteFlowControl):
     _empty_waiter: Any
     _fatal_error: Any
     _call_connection_lost: Any
+    _write_after_loss: Callable[[], None]
     _shut_write: Callable[[], None]  # each transport's own: end the write side
-    # Logged for each write made long after the connection was lost (asyncio's wording).
-    _dropped_write_warning = "socket.send() raised exception."
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._buffer: collections.deque[bytes | memoryview] = collections.deque()
@@ -324,11 +364,16 @@ class QueuedWriting(WriteFlowControl):
             raise RuntimeError("Cannot call write() after write_eof()")
         if self._empty_waiter is not None:
             raise RuntimeError("unable to write; sendfile is in progress")
+        if type(data) is memoryview:
+            data = data.cast("B")  # lengths in bytes, whatever the view's item size
         if not data:
             return
-        if self._conn_lost:
-            self._write_after_loss()
-            return
+        if self._conn_lost or self._closing:
+            if self._conn_lost:
+                self._write_after_loss()
+                return
+            if self._drops_writes_after_close:
+                return
         if not self._buffer:
             # Nothing queued: try to send now, and queue only what the kernel refused.
             try:
@@ -352,11 +397,14 @@ class QueuedWriting(WriteFlowControl):
             raise RuntimeError("Cannot call writelines() after write_eof()")
         if self._empty_waiter is not None:
             raise RuntimeError("unable to writelines; sendfile is in progress")
-        if self._conn_lost:
-            self._write_after_loss()
-            return
+        if self._conn_lost or self._closing:
+            if self._conn_lost:
+                self._write_after_loss()
+                return
+            if self._drops_writes_after_close:
+                return
         # All or nothing: a bad item (TypeError from memoryview) leaves the queue untouched.
-        chunks = [_owned(memoryview(data)) for data in list_of_data]
+        chunks = [_owned(memoryview(data).cast("B")) for data in list_of_data]
         was_empty = not self._buffer
         for chunk in chunks:
             if chunk:
@@ -372,11 +420,6 @@ class QueuedWriting(WriteFlowControl):
         data = _owned(data)
         self._buffer.append(data)
         self._buffer_size += len(data)
-
-    def _write_after_loss(self) -> None:
-        if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-            logger.warning(self._dropped_write_warning)
-        self._conn_lost += 1
 
     def _write_ready(self) -> None:
         if self._conn_lost:
@@ -411,6 +454,7 @@ class QueuedWriting(WriteFlowControl):
             if self._empty_waiter is not None:
                 self._empty_waiter.set_result(None)
             if self._closing:
+                self._conn_lost += 1
                 self._call_connection_lost(None)
             elif self._eof:
                 self._shut_write()

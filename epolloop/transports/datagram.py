@@ -18,11 +18,10 @@ from __future__ import annotations
 import collections
 import socket
 import sys
-from asyncio import DatagramTransport, Transport, constants, trsock
-from asyncio.log import logger
+from asyncio import DatagramTransport, Transport
 from typing import Any
 
-from .base import FdTransport, Reading
+from .base import FdTransport, Reading, socket_extra
 from .flow import WriteFlowControl
 
 # From 3.13 asyncio sends empty datagrams, and counts 8 bytes of UDP header for each queued
@@ -47,16 +46,7 @@ class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport,
         waiter: Any = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        extra = {} if extra is None else extra
-        extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            extra["sockname"] = sock.getsockname()
-        except OSError:
-            extra["sockname"] = None
-        try:
-            extra["peername"] = sock.getpeername()
-        except OSError:
-            extra["peername"] = None
+        extra = socket_extra(sock, extra)
         self._address = address  # the only destination, when made with a remote address
         self._connected = extra["peername"] is not None
         self._buffer: collections.deque[tuple[bytes, Any]] = collections.deque()
@@ -99,58 +89,47 @@ class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport,
                 raise ValueError(f"Invalid address: must be None or {self._address}")
             addr = self._address
         if self._conn_lost:
-            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                logger.warning("socket.send() raised exception.")
-            self._conn_lost += 1
+            self._write_after_loss()
             return
         if not self._buffer:
-            try:
-                self._send(data, addr)
+            if self._sent(data, addr):
                 return
-            except (BlockingIOError, InterruptedError):
-                self._loop._add_writer(self._fd, self._send_queued)
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                return
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
-                return
+            self._loop._add_writer(self._fd, self._send_queued)
         self._buffer.append((bytes(data), addr))  # the caller may reuse a mutable buffer
         self._buffer_size += len(data) + _HEADER_SIZE
         self._maybe_pause_protocol()
 
-    def _send(self, data: Any, addr: Any) -> None:
-        if self._connected:
-            self._sock.send(data)
-        else:
-            self._sock.sendto(data, addr)
+    def _sent(self, data: Any, addr: Any) -> bool:
+        """Try to send one datagram: False if the kernel would block; True once it is dealt
+        with (sent, or its error reported)."""
+        try:
+            if self._connected:
+                self._sock.send(data)
+            else:
+                self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._protocol.error_received(exc)  # news about this datagram: carry on
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal write error on datagram transport")
+        return True
 
     def _send_queued(self) -> None:
         buffer = self._buffer
         while buffer:
             data, addr = buffer[0]
-            try:
-                self._send(data, addr)
-            except (BlockingIOError, InterruptedError):
+            if not self._sent(data, addr):
                 break  # the rest waits for the next writable event
-            except OSError as exc:
-                self._drop_sent(len(data))
-                self._protocol.error_received(exc)
-                return
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._fatal_error(exc, "Fatal write error on datagram transport")
-                return
-            self._drop_sent(len(data))
+            if self._conn_lost:
+                return  # a fatal error closed the transport and emptied the queue
+            buffer.popleft()
+            self._buffer_size -= len(data) + _HEADER_SIZE
         self._maybe_resume_protocol()  # may send, and so queue more
         if not buffer:
             self._loop._remove_writer(self._fd)
             if self._closing:
+                self._conn_lost += 1
                 self._call_connection_lost(None)
-
-    def _drop_sent(self, size: int) -> None:
-        self._buffer.popleft()
-        self._buffer_size -= size + _HEADER_SIZE

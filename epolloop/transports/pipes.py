@@ -92,6 +92,7 @@ class WritePipeTransport(QueuedWriting, FdTransport, WriteTransport):
     """The write end of a pipe (or FIFO, socket, character device)."""
 
     _dropped_write_warning = "pipe closed by peer or os.write(pipe, data) raised exception."
+    _drops_writes_after_close = True
 
     def __init__(
         self, loop: Any, pipe: Any, protocol: Any, waiter: Any = None, extra: Any = None

@@ -9,10 +9,10 @@ that accepted the connection, and loop.sendfile's hand-over of the socket.
 from __future__ import annotations
 
 import socket
-from asyncio import BufferedProtocol, Protocol, Transport, constants, trsock
+from asyncio import BufferedProtocol, Protocol, Transport, constants
 from typing import Any
 
-from .base import ByteReading, FdTransport, QueuedWriting
+from .base import ByteReading, FdTransport, QueuedWriting, socket_extra
 
 
 class StreamTransport(ByteReading, QueuedWriting, FdTransport, Transport):
@@ -27,17 +27,7 @@ class StreamTransport(ByteReading, QueuedWriting, FdTransport, Transport):
         extra: dict[str, Any] | None = None,
         server: Any = None,
     ) -> None:
-        extra = {} if extra is None else extra
-        extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            extra["sockname"] = sock.getsockname()
-        except OSError:
-            extra["sockname"] = None
-        if "peername" not in extra:
-            try:
-                extra["peername"] = sock.getpeername()
-            except OSError:
-                extra["peername"] = None
+        extra = socket_extra(sock, extra)
         if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
             # Small writes go out at once, as asyncio does for its TCP transports.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -104,6 +104,8 @@ class ProcessTransport(SubprocessTransport):
             **popen_kwargs,
         )
         self._closed = False
+        self._dying = False  # close() killed it
+        self._parent = os.getpid()  # a forked copy of this process must leave the child be
         self._pid = self._proc.pid
         self._extra["subprocess"] = self._proc
         try:
@@ -188,38 +190,41 @@ class ProcessTransport(SubprocessTransport):
         self.send_signal(signal.SIGKILL)
 
     def _child_exited(self) -> None:
-        self._loop._remove_reader(self._pidfd)
         self._process_exited(self._reap())
 
     def _loop_closing(self) -> None:
-        """The loop closes and will not watch the pidfd again: a child killed by close()
-        is reaped now (it dies at once); one still running is left to its transport."""
-        if self._closed and self._returncode is None and self._proc is not None:
+        """The loop closes and will not watch the pidfd again: a child that close() killed is
+        reaped now (it dies at once); one still running is left to its transport."""
+        if self._dying and self._returncode is None:
             self._returncode = self._reap()
 
     def _reap(self) -> int:
-        """Collect the exited child's status (waiting for it if it has not exited yet) and
-        release the pidfd."""
+        """Collect the child's exit status, waiting for it if it is still dying, and release
+        the pidfd. By pidfd, not by pid: a recycled pid cannot mislead us."""
         proc = self._proc
         assert proc is not None
-        os.close(self._pidfd)
-        self._loop._processes.discard(self)
+        loop = self._loop
+        loop._remove_reader(self._pidfd)  # no-op once the loop is closed
+        loop._processes.discard(self)
         try:
-            _, status = os.waitpid(self._pid, 0)
+            status = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED)
         except ChildProcessError:
             # Reaped behind our back (Popen.poll() on get_extra_info('subprocess'), or
             # SIGCHLD set to SIG_IGN): only Popen may know the status.
-            if proc.returncode is not None:
-                return proc.returncode
-            logger.warning(
-                "Unknown child process pid %d, will report returncode %d",
-                self._pid,
-                _UNKNOWN_RETURNCODE,
-            )
-            return _UNKNOWN_RETURNCODE
-        returncode = os.waitstatus_to_exitcode(status)
-        proc.returncode = returncode  # Popen would otherwise try to reap it again
-        return returncode
+            if proc.returncode is None:
+                logger.warning(
+                    "Unknown child process pid %d, will report returncode %d",
+                    self._pid,
+                    _UNKNOWN_RETURNCODE,
+                )
+                proc.returncode = _UNKNOWN_RETURNCODE
+        else:
+            assert status is not None  # waitid returns None only with WNOHANG
+            exited = status.si_code == os.CLD_EXITED
+            proc.returncode = status.si_status if exited else -status.si_status
+        finally:
+            os.close(self._pidfd)
+        return proc.returncode  # Popen's too, or it would try to reap the child again
 
     def _process_exited(self, returncode: int) -> None:
         if self._loop.get_debug():
@@ -278,11 +283,17 @@ class ProcessTransport(SubprocessTransport):
         for pipe in self._pipes.values():
             if pipe.pipe is not None:
                 pipe.pipe.close()
-        if self._returncode is not None or self._proc is None:
-            return
+        if self._returncode is not None or self._proc is None or os.getpid() != self._parent:
+            return  # done; or a forked copy of the parent, whose child this is not
         if self._loop.get_debug():
             logger.warning("Close running child process: kill %r", self)
-        self.kill()
+        try:
+            _linux.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # exited already, not yet reaped
+        except PermissionError:
+            return  # a setuid child is not ours to kill: it is reaped when it exits
+        self._dying = True
         if self._loop.is_closed():
             # Nobody will watch the pidfd any more: reap the killed child now.
             self._returncode = self._reap()
