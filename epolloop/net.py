@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .server import Server
+from .transports.base import connected
 from .transports.datagram import DatagramSocketTransport
 from .transports.stream import StreamTransport
 
@@ -637,11 +638,7 @@ class Networking:
             )
         else:
             transport = StreamTransport(self, sock, protocol, waiter)
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
+        await connected(transport, waiter)
         return transport, protocol
 
     def _make_ssl_transport(
@@ -983,11 +980,7 @@ class Networking:
                 transport,
                 protocol,
             )
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
+        await connected(transport, waiter)
         return transport, protocol
 
     async def _datagram_address_pairs(

@@ -10,6 +10,7 @@ from asyncio.log import logger
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .transports.base import connected
 from .transports.pipes import ReadPipeTransport, WritePipeTransport
 from .transports.subprocess import ProcessTransport
 
@@ -46,7 +47,7 @@ class Processes:
         protocol = protocol_factory()
         waiter = self.create_future()
         transport = ReadPipeTransport(self, pipe, protocol, waiter)
-        await self._connected(transport, waiter)
+        await connected(transport, waiter)
         if self._debug:
             logger.debug("Read pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol)
         return transport, protocol
@@ -57,20 +58,10 @@ class Processes:
         protocol = protocol_factory()
         waiter = self.create_future()
         transport = WritePipeTransport(self, pipe, protocol, waiter)
-        await self._connected(transport, waiter)
+        await connected(transport, waiter)
         if self._debug:
             logger.debug("Write pipe %r connected: (%r, %r)", pipe.fileno(), transport, protocol)
         return transport, protocol
-
-    @staticmethod
-    async def _connected(transport: Any, waiter: Any) -> None:
-        """Wait until the protocol has been told of its transport; a caller that gives up
-        (cancellation) leaves no transport behind."""
-        try:
-            await waiter
-        except BaseException:
-            transport.close()
-            raise
 
     async def subprocess_shell(
         self,
@@ -96,8 +87,9 @@ class Processes:
         protocol = protocol_factory()
         # Not the command itself: it may hold secrets, and be long.
         description = f"run shell command {cmd!r}" if self._debug else ""
+        popen_kwargs = dict(kwargs, args=cmd, shell=True, bufsize=bufsize)
         transport = await self._start_process(
-            description, protocol, cmd, True, stdin, stdout, stderr, bufsize, kwargs
+            description, protocol, stdin, stdout, stderr, popen_kwargs
         )
         return transport, protocol
 
@@ -122,8 +114,9 @@ class Processes:
         _refuse_text_mode(universal_newlines, bufsize, text, encoding, errors)
         protocol = protocol_factory()
         description = f"execute program {program!r}" if self._debug else ""
+        popen_kwargs = dict(kwargs, args=(program, *args), shell=False, bufsize=bufsize)
         transport = await self._start_process(
-            description, protocol, (program, *args), False, stdin, stdout, stderr, bufsize, kwargs
+            description, protocol, stdin, stdout, stderr, popen_kwargs
         )
         return transport, protocol
 
@@ -131,14 +124,13 @@ class Processes:
         self,
         description: str,
         protocol: Any,
-        args: Any,
-        shell: bool,
         stdin: Any,
         stdout: Any,
         stderr: Any,
-        bufsize: int,
         popen_kwargs: dict[str, Any],
     ) -> ProcessTransport:
+        """Start the child (``popen_kwargs``: subprocess.Popen's, but the standard streams)
+        and wait until its protocol has been told of it."""
         if description:
             logger.debug(
                 "%s stdin=%s stdout=%s stderr=%s",
@@ -149,7 +141,7 @@ class Processes:
             )
         waiter = self.create_future()
         transport = ProcessTransport(
-            self, protocol, args, shell, stdin, stdout, stderr, bufsize, waiter, **popen_kwargs
+            self, protocol, waiter, stdin=stdin, stdout=stdout, stderr=stderr, **popen_kwargs
         )
         try:
             await waiter

@@ -72,6 +72,16 @@ def socket_extra(sock: socket.socket, extra: dict[str, Any] | None) -> dict[str,
     return extra
 
 
+async def connected(transport: Any, waiter: Any) -> None:
+    """Wait until the transport's protocol has been told of it (the waiter a transport sets
+    after connection_made); a caller that gives up (cancellation) leaves no transport behind."""
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+
+
 class FdTransport:
     """The lifecycle of a transport over one fd."""
 

@@ -76,12 +76,6 @@ class ProcessTransport(SubprocessTransport):
         self,
         loop: Any,
         protocol: Any,
-        args: Any,
-        shell: bool,
-        stdin: Any,
-        stdout: Any,
-        stderr: Any,
-        bufsize: int,
         waiter: Any,
         extra: dict[str, Any] | None = None,
         **popen_kwargs: Any,
@@ -94,14 +88,7 @@ class ProcessTransport(SubprocessTransport):
         self._pipes: dict[int, PipeToProcess] = {}
         self._finished = False
         self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-            args,
-            shell=shell,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            universal_newlines=False,
-            bufsize=bufsize,
-            **popen_kwargs,
+            universal_newlines=False, **popen_kwargs
         )
         self._closed = False
         self._dying = False  # close() killed it
@@ -120,6 +107,7 @@ class ProcessTransport(SubprocessTransport):
         loop._add_reader(self._pidfd, self._child_exited)
         loop._processes.add(self)
         if loop.get_debug():
+            args = popen_kwargs["args"]
             program = args if isinstance(args, (bytes, str)) else args[0]
             logger.debug("process %r created: pid %s", program, self._pid)
         self._connect_pipes(waiter)
