@@ -22,6 +22,7 @@ a failure instead of a hang. Every test fails if it leaves a file descriptor ope
 
 from __future__ import annotations
 
+import array
 import asyncio
 import errno
 import gc
@@ -595,6 +596,36 @@ async def test_write_bytes_like(ends: Ends, kind: type, method: str) -> None:
     assert await wait(protocol.lost) is None
 
 
+async def check_wide_items_written_whole(ends: Ends, method: str) -> None:
+    """A memoryview whose items are wider than a byte (array('i'): 4 items, 16 bytes) is
+    written byte for byte, all of it; then close() closes the pipe as usual (a transport that
+    counted items as bytes would keep an empty remainder queued and never finish its close)."""
+    view = memoryview(array.array("i", range(4)))
+    assert (len(view), view.nbytes) == (4, 16)
+    r, w = ends.pipe()
+    transport, protocol = await write_pipe(w)
+    if method == "write":
+        transport.write(view)
+    else:
+        transport.writelines([view])
+    transport.close()
+    assert await wait(read_raw(r)) == view.tobytes()  # to EOF: the transport closed the pipe
+    assert await wait(protocol.lost) is None
+    assert protocol.events == [MADE, LOST]
+
+
+# asyncio's write() compares the bytes written with the view's length in items: it keeps a
+# writer for an empty buffer, whose _write_ready then fails 'Data should not be empty' at every
+# loop iteration
+@pytest.mark.epolloop_only
+async def test_write_memoryview_of_wide_items(ends: Ends) -> None:
+    await check_wide_items_written_whole(ends, "write")
+
+
+async def test_writelines_memoryview_of_wide_items(ends: Ends) -> None:
+    await check_wide_items_written_whole(ends, "writelines")
+
+
 async def test_writelines_takes_any_iterable(ends: Ends) -> None:
     r, w = ends.pipe()
     transport, protocol = await write_pipe(w)
@@ -716,6 +747,30 @@ async def test_abort_drops_buffered_data(ends: Ends, loop_name: str) -> None:
     if loop_name == "uvloop" and transport.get_write_buffer_size() == buffered:
         pytest.xfail("uvloop: get_write_buffer_size() still counts what abort() dropped")
     assert transport.get_write_buffer_size() == 0
+
+
+async def test_write_after_close_with_data_queued_is_dropped(ends: Ends, loop_name: str) -> None:
+    """close() while data is still queued: the transport drains it before it closes the pipe,
+    but a write() made after close() is dropped, not queued behind it: the reader gets the
+    queued data, then EOF; connection_lost(None); a write() after that raises nothing."""
+    r, w = ends.pipe()
+    transport, protocol = await write_pipe(w)
+    data = payload(1 * MiB)
+    transport.write(data)  # more than the pipe holds
+    queued = transport.get_write_buffer_size()
+    assert queued > 0
+    transport.close()
+    transport.write(b"AFTER")
+    grew = transport.get_write_buffer_size() - queued
+    received = await wait(read_raw(r))
+    assert await wait(protocol.lost) is None
+    if loop_name == "uvloop" and received == data + b"AFTER":
+        pytest.xfail("uvloop: write() after close() is queued and written after the data")
+    assert grew == 0
+    assert len(received) == len(data)
+    assert received == data
+    transport.write(b"late")  # dropped too: nothing raised
+    assert squeeze(protocol.events) == [MADE, LOST]
 
 
 # -- the reader goes away ---------------------------------------------------------------------

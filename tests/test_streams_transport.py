@@ -10,6 +10,7 @@ comes into a failure instead of a hang.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import hashlib
@@ -557,6 +558,39 @@ async def test_write_refuses_non_bytes(network: Network, loop_name: str, bad: An
         assert server.received == b"still usable"
 
 
+async def check_wide_items_sent_whole(network: Network, method: str) -> None:
+    """A memoryview whose items are wider than a byte (array('i'): 4 items, 16 bytes) goes out
+    byte for byte, all of it; then close() ends the connection as usual (a transport that
+    counted items as bytes would keep an empty remainder queued and never finish its close)."""
+    view = memoryview(array.array("i", range(4)))
+    assert (len(view), view.nbytes) == (4, 16)
+    async with network as net:
+        await net.listen()
+        client, server = await net.pair()
+        # one write, nothing after it: a later write would flush a stray empty remainder
+        if method == "write":
+            client.transport.write(view)
+        else:
+            client.transport.writelines([view])
+        await server.received_at_least(16)
+        client.transport.close()
+        assert await wait(client.lost) is None
+        await wait(server.eof)
+    assert server.received == view.tobytes()
+    assert squeeze(client.events) == ["connection_made", "connection_lost"]
+
+
+async def test_write_memoryview_of_wide_items(network: Network) -> None:
+    await check_wide_items_sent_whole(network, "write")
+
+
+# asyncio 3.12+ counts the view's items as bytes in writelines(): once all is sent, it fails
+# with IndexError('pop from an empty deque') and loses the connection
+@pytest.mark.epolloop_only
+async def test_writelines_memoryview_of_wide_items(network: Network) -> None:
+    await check_wide_items_sent_whole(network, "writelines")
+
+
 async def test_write_buffer_limits(network: Network, loop_name: str) -> None:
     async with network as net:
         await net.listen()
@@ -779,6 +813,36 @@ async def test_eof_received_return_value(network: Network, keep_open: bool | Non
         assert await wait(server.lost) is None
         assert await wait(client.lost) is None  # EOF from the server: closed
     assert squeeze(server.events) == ["connection_made", "eof_received", "connection_lost"]
+
+
+async def test_set_protocol_after_eof_kept_open(network: Network) -> None:
+    """eof_received returned True (half-open): the transport reads no more. A protocol set
+    afterwards with set_protocol() gets no eof_received of its own (asyncio calls it once per
+    connection): the transport stays open, writes still go out, and connection_lost goes to
+    the new protocol when it is closed."""
+    async with network as net:
+        await net.listen(lambda: Recorder(keep_open=True))
+        client, server = await net.pair()
+        client.transport.write_eof()
+        await wait(server.eof)
+        t = server.transport
+        # returns None from eof_received: a second EOF would also close the transport
+        second = Recorder()
+        second.transport = t  # set_protocol() calls no connection_made
+        net.protocols[net.protocols.index(server)] = second  # the one whose loss to await
+        t.set_protocol(second)
+        assert t.get_protocol() is second
+        # a round trip through the peer: loop iterations for a stray EOF to show up in
+        t.write(b"still open")
+        await client.received_at_least(10)
+        await spin(5)
+        assert not t.is_closing()
+        assert second.events == []
+        t.close()
+        assert await wait(second.lost) is None
+        assert await wait(client.lost) is None
+    assert second.events == ["connection_lost"]
+    assert server.events == ["connection_made", "eof_received"]
 
 
 # -- close / abort ----------------------------------------------------------------------------

@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import os
 import random
+import select
 import signal
 import subprocess
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import open_fds, spin, until, wait
+from _helpers import GUARD, open_fds, spin, until, wait
 
 PIPE = subprocess.PIPE
 DEVNULL = subprocess.DEVNULL
@@ -81,6 +84,21 @@ def zombie_children() -> set[int]:
         if ppid == me and state == "Z":
             zombies.add(int(name))
     return zombies
+
+
+def exit_code_of(pid: int) -> int:
+    """The exit code of child *pid*, which no loop watches, once it has exited; one that is
+    still running after GUARD seconds is killed, and the test fails."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        exited = select.select([pidfd], [], [], GUARD)[0]
+    finally:
+        os.close(pidfd)
+    if not exited:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise AssertionError(f"process {pid} still running after {GUARD} s")
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 @pytest.fixture(autouse=True)
@@ -781,6 +799,73 @@ async def test_pipe_fds_are_closed_once_the_child_ends() -> None:
     assert await wait(protocol.lost) is None
     transport.close()
     await until(lambda: not new_pipes(), "pipe fds closed")
+
+
+@pytest.mark.epolloop_only
+def test_close_after_the_loop_closed_kills_and_reaps_the_child(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """A transport still open when its loop closes, with its child running, closed afterwards
+    (by hand here; by __del__ when it is collected): close() raises nothing, kills the child
+    and reaps it at once (no loop will ever watch it again), and leaves no fd open.
+
+    epolloop only: stock asyncio's close() raises RuntimeError('Event loop is closed') here
+    (its pipe transports call_soon on the closed loop) before it kills anything, so the child
+    keeps running and nobody reaps it; uvloop's raises RuntimeError('unable to perform
+    operation on <UVProcessTransport ...>; the handler is closed')."""
+    before = open_fds()
+    loop = new_loop()
+    transport, _ = loop.run_until_complete(
+        exec_recording("sleep", "30", stdin=PIPE, stdout=PIPE, stderr=DEVNULL)
+    )
+    pid = transport.get_pid()
+    loop.close()
+    assert proc_stat(pid)[0] != "Z"  # closing the loop leaves the child be
+    transport.close()
+    assert transport.get_returncode() == -signal.SIGKILL
+    with pytest.raises(ChildProcessError):  # reaped already: no zombie left in /proc
+        os.waitpid(pid, os.WNOHANG)
+    assert not os.path.exists(f"/proc/{pid}")
+    assert open_fds() == before  # the loop's fds, the pipes and the pidfd
+    transport.close()  # a second time: nothing more to do
+
+
+@pytest.mark.epolloop_only
+def test_a_forked_copy_of_the_loop_leaves_the_parents_child_alone(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    """os.fork() while the loop has a running child; the forked process closes its copy of
+    the loop (the usual advice) and lets the Process go: the child, which is the parent's, is
+    not killed, and the parent's loop still sees it exit.
+
+    epolloop only: on Python 3.11 stock asyncio's parent never sees the child exit (proc.wait()
+    hangs): the fork's loop.close() unregisters the self-pipe from the epoll instance the two
+    processes share, and the ThreadedChildWatcher wakes the loop through that self-pipe.
+    (asyncio 3.12+ and uvloop pass.)"""
+    loop = new_loop()
+    proc = loop.run_until_complete(wait(asyncio.create_subprocess_exec("sleep", "30")))
+    with warnings.catch_warnings():
+        # Python 3.12+ warns if other threads exist: they can only be libuv's idle workers
+        # (left by earlier uvloop tests), which the forked process never needs
+        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+        forked = os.fork()
+    if forked == 0:  # the forked process: it must never return into pytest
+        status = 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the Process it drops is unclosed
+                loop.close()
+                del proc
+                gc.collect()
+            status = 0
+        finally:
+            os._exit(status)
+    assert exit_code_of(forked) == 0
+    assert proc_stat(proc.pid)[0] not in ("Z", "X")
+    os.kill(proc.pid, 0)  # still there
+    # SIGTERM, not SIGKILL: a child that the fork had killed would report -SIGKILL
+    proc.terminate()
+    assert loop.run_until_complete(wait(proc.wait())) == -signal.SIGTERM
 
 
 # -- errors --------------------------------------------------------------------------------
