@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import logging
 import os
 import socket
 import ssl
@@ -311,3 +312,58 @@ def no_fd_leaks() -> Iterator[None]:
         with contextlib.suppress(OSError):
             targets[fd] = os.readlink(f"/proc/self/fd/{fd}")
     assert not leaked, f"file descriptors left open: {targets}"
+
+
+# -- shared checks ----------------------------------------------------------------------------
+
+
+def _ipv6_unavailable() -> str | None:
+    """Why IPv6 loopback sockets cannot be tested here, or None if they can."""
+    if not socket.has_ipv6:
+        return "this Python was built without IPv6 (socket.has_ipv6 is False)"
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        return f"cannot bind ::1 ({exc})"
+    return None
+
+
+_NO_IPV6 = _ipv6_unavailable()
+needs_ipv6 = pytest.mark.skipif(_NO_IPV6 is not None, reason=f"IPv6 unavailable: {_NO_IPV6}")
+
+
+def check_write_buffer_limits(transport: Any, loop_name: str) -> None:
+    """asyncio's write-buffer limits on a fresh transport: (16 KiB, 64 KiB) by default, each
+    bound derived from the other when only one is given, bad pairs refused."""
+    kib = 1024
+    initial = transport.get_write_buffer_limits()
+    transport.set_write_buffer_limits(high=1000)
+    assert transport.get_write_buffer_limits() == (250, 1000)  # low defaults to high // 4
+    transport.set_write_buffer_limits(low=1000)
+    assert transport.get_write_buffer_limits() == (1000, 4000)  # high defaults to 4 * low
+    transport.set_write_buffer_limits(high=300, low=100)
+    assert transport.get_write_buffer_limits() == (100, 300)
+    transport.set_write_buffer_limits(high=0)
+    assert transport.get_write_buffer_limits() == (0, 0)
+    transport.set_write_buffer_limits()  # the defaults
+    assert transport.get_write_buffer_limits() == (16 * kib, 64 * kib)
+    for high, low in [(100, 200), (None, -1), (-1, None), (-4, -1)]:
+        with pytest.raises(ValueError):
+            transport.set_write_buffer_limits(high=high, low=low)
+        assert transport.get_write_buffer_limits() == (16 * kib, 64 * kib)  # unchanged
+    if loop_name == "uvloop" and initial == (16, 64 * kib):
+        pytest.xfail("uvloop: initial low-water mark is 16 bytes (64 // 4), not 16 KiB")
+    assert initial == (16 * kib, 64 * kib)  # (low, high)
+
+
+def warnings_logged(caplog: pytest.LogCaptureFixture, message: str) -> int:
+    """How many times the 'asyncio' logger warned *message* (as transports do for writes
+    made after the connection was lost)."""
+    return sum(
+        1
+        for record in caplog.records
+        if record.name == "asyncio"
+        and record.levelno == logging.WARNING
+        and record.getMessage() == message
+    )

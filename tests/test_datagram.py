@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
-from _helpers import GUARD, spin, wait
+from _helpers import GUARD, check_write_buffer_limits, needs_ipv6, spin, wait, warnings_logged
 
 pytestmark = pytest.mark.usefixtures("no_leaked_fds")
 
@@ -53,21 +53,6 @@ LOG_THRESHOLD_FOR_CONNLOST_WRITES = 5
 SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)
 QUEUED_HEADER = 8 if sys.version_info >= (3, 13) else 0
 
-
-def _ipv6_unavailable() -> str | None:
-    """Why IPv6 loopback cannot be tested here, or None if it can."""
-    if not socket.has_ipv6:
-        return "this Python was built without IPv6"
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError as exc:
-        return f"cannot bind ::1 ({exc})"
-    return None
-
-
-_NO_IPV6 = _ipv6_unavailable()
-needs_ipv6 = pytest.mark.skipif(_NO_IPV6 is not None, reason=f"IPv6 unavailable: {_NO_IPV6}")
 
 # 127.255.255.255 is the loopback network's broadcast address: a broadcast that never leaves
 # the machine. A socket bound to it receives what is sent to it; sending there needs SO_BROADCAST.
@@ -827,25 +812,8 @@ async def test_write_buffer_is_empty_when_idle(sockets: Sockets) -> None:
 
 
 async def test_write_buffer_limits(loop_name: str) -> None:
-    async with endpoint(local_addr=("127.0.0.1", 0)) as (t, _):
-        initial = t.get_write_buffer_limits()
-        t.set_write_buffer_limits(high=1000)
-        assert t.get_write_buffer_limits() == (250, 1000)  # low defaults to high // 4
-        t.set_write_buffer_limits(low=1000)
-        assert t.get_write_buffer_limits() == (1000, 4000)  # high defaults to 4 * low
-        t.set_write_buffer_limits(high=300, low=100)
-        assert t.get_write_buffer_limits() == (100, 300)
-        t.set_write_buffer_limits(high=0)
-        assert t.get_write_buffer_limits() == (0, 0)
-        t.set_write_buffer_limits()  # the defaults
-        assert t.get_write_buffer_limits() == (16 * KiB, 64 * KiB)
-        for high, low in [(100, 200), (None, -1), (-1, None), (-4, -1)]:
-            with pytest.raises(ValueError):
-                t.set_write_buffer_limits(high=high, low=low)
-            assert t.get_write_buffer_limits() == (16 * KiB, 64 * KiB)  # unchanged
-        if loop_name == "uvloop" and initial == (16, 64 * KiB):
-            pytest.xfail("uvloop: initial low-water mark is 16 bytes (64 // 4), not 16 KiB")
-        assert initial == (16 * KiB, 64 * KiB)  # (low, high)
+    async with endpoint(local_addr=("127.0.0.1", 0)) as (transport, _):
+        check_write_buffer_limits(transport, loop_name)
 
 
 # -- flow control, on a Unix datagram socket whose peer does not read -------------------------
@@ -1006,13 +974,7 @@ async def test_sendto_after_close_is_dropped(
             await wait(protocol.lost)
 
         def warnings() -> int:
-            return sum(
-                1
-                for r in caplog.records
-                if r.name == "asyncio"
-                and r.levelno == logging.WARNING
-                and r.getMessage() == "socket.send() raised exception."
-            )
+            return warnings_logged(caplog, "socket.send() raised exception.")
 
         with caplog.at_level(logging.WARNING, logger="asyncio"):
             for _ in range(LOG_THRESHOLD_FOR_CONNLOST_WRITES - 1):

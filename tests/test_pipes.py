@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import GUARD, spin, until, wait
+from _helpers import GUARD, spin, until, wait, warnings_logged
 
 pytestmark = pytest.mark.usefixtures("no_leaked_fds")
 
@@ -860,13 +860,7 @@ async def test_writes_after_closing_are_dropped(
         xfail_uvloop(loop_name, "write() after connection_lost raises RuntimeError")
 
     def warnings() -> int:
-        return sum(
-            1
-            for record in caplog.records
-            if record.name == "asyncio"
-            and record.levelno == logging.WARNING
-            and record.getMessage() == DROPPED_WRITE_WARNING
-        )
+        return warnings_logged(caplog, DROPPED_WRITE_WARNING)
 
     with caplog.at_level(logging.WARNING, logger="asyncio"):
         for _ in range(LOG_THRESHOLD_FOR_CONNLOST_WRITES - 1):
@@ -892,67 +886,43 @@ async def test_writes_after_closing_are_dropped(
 # -- other kinds of pipe ----------------------------------------------------------------------
 
 
-async def test_fifo_both_ends(ends: Ends) -> None:
-    r, w = ends.fifo()
-    assert stat.S_ISFIFO(os.fstat(r.fileno()).st_mode)
+@pytest.mark.parametrize(("kind", "finish"), [("fifo", "close"), ("socketpair", "write_eof")])
+async def test_fifo_and_socket_ends_as_pipes(
+    ends: Ends, loop_name: str, kind: str, finish: str
+) -> None:
+    """A FIFO's ends and a socketpair's are pipes too: the object given is the 'pipe' extra,
+    closed by the transport after connection_lost; close() and write_eof() both end the write
+    side (the reader sees EOF)."""
+    r, w = getattr(ends, kind)()
     rfd, wfd = r.fileno(), w.fileno()
     data = payload(1 * MiB)
     reader_t, reader = await read_pipe(r)
     writer_t, writer = await write_pipe(w)
     assert reader_t.get_extra_info("pipe") is r
     assert writer_t.get_extra_info("pipe") is w
+    assert writer_t.can_write_eof()
     writer_t.write(data)
-    writer_t.close()
+    getattr(writer_t, finish)()
     assert await wait(writer.lost) is None
     assert await wait(reader.lost) is None
     assert bytes(reader.received) == data
     assert squeeze(reader.events) == [MADE, DATA, EOF, LOST]
     assert_closed(r, rfd)
     assert_closed(w, wfd)
-
-
-async def test_fifo_write_pipe_sees_reader_close(ends: Ends, loop_name: str) -> None:
-    r, w = ends.fifo()
-    transport, protocol = await write_pipe(w)
-    r.close()
-    assert await wait(protocol.lost) is None
-    assert transport.is_closing()
-    if loop_name == "uvloop" and EOF in protocol.events:
-        pytest.xfail("uvloop: calls eof_received() on a write pipe's protocol")
-    assert protocol.events == [MADE, LOST]
-
-
-async def test_socketpair_ends_as_pipes(ends: Ends, loop_name: str) -> None:
-    """Both pipe transports take a socket: the socket object is the 'pipe', closed by the
-    transport after connection_lost; write_eof() closes the socket (the reader sees EOF)."""
-    a, b = ends.socketpair()
-    afd, bfd = a.fileno(), b.fileno()
-    data = payload(1 * MiB)
-    reader_t, reader = await read_pipe(a)
-    writer_t, writer = await write_pipe(b)
-    assert reader_t.get_extra_info("pipe") is a
-    assert writer_t.get_extra_info("pipe") is b
-    assert writer_t.can_write_eof()
-    writer_t.write(data)
-    writer_t.write_eof()
-    assert await wait(writer.lost) is None
-    assert await wait(reader.lost) is None
-    assert bytes(reader.received) == data
-    assert squeeze(reader.events) == [MADE, DATA, EOF, LOST]
-    assert_closed(a, afd)
-    assert_closed(b, bfd)
     if loop_name == "uvloop" and EOF in writer.events:
         pytest.xfail("uvloop: calls eof_received() on a write pipe's protocol")
     assert squeeze(writer.events) == [MADE, LOST]
 
 
-async def test_socket_write_pipe_sees_peer_close(ends: Ends, loop_name: str) -> None:
-    a, b = ends.socketpair()
-    transport, protocol = await write_pipe(b)
-    transport.write(b"to the peer")
-    assert a.recv(100) == b"to the peer"
-    a.close()
+@pytest.mark.parametrize("kind", ["fifo", "socketpair"])
+async def test_write_pipe_sees_its_reader_close(ends: Ends, loop_name: str, kind: str) -> None:
+    r, w = getattr(ends, kind)()
+    transport, protocol = await write_pipe(w)
+    transport.write(b"to the reader")
+    assert os.read(r.fileno(), 100) == b"to the reader"
+    r.close()
     assert await wait(protocol.lost) is None
+    assert transport.is_closing()
     if loop_name == "uvloop" and EOF in protocol.events:
         pytest.xfail("uvloop: calls eof_received() on a write pipe's protocol")
     assert protocol.events == [MADE, LOST]

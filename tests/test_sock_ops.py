@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import GUARD, spin, wait
+from _helpers import GUARD, needs_ipv6, spin, wait
 
 # -- sockets ----------------------------------------------------------------------------------
 
@@ -43,21 +43,6 @@ KINDS = {
     "unix_dgram": (socket.AF_UNIX, socket.SOCK_DGRAM),
 }
 
-
-def _ipv6_unavailable() -> str | None:
-    """Why IPv6 loopback sockets cannot be tested here, or None if they can."""
-    if not socket.has_ipv6:
-        return "this Python was built without IPv6 (socket.has_ipv6 is False)"
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError as exc:
-        return f"cannot bind ::1 ({exc})"
-    return None
-
-
-_NO_IPV6 = _ipv6_unavailable()
-needs_ipv6 = pytest.mark.skipif(_NO_IPV6 is not None, reason=f"IPv6 unavailable: {_NO_IPV6}")
 
 TCP_KINDS = ["tcp4", pytest.param("tcp6", marks=needs_ipv6)]
 STREAM_KINDS = [*TCP_KINDS, "unix"]

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _helpers import GUARD, open_fds, spin, until, wait
+from _helpers import GUARD, check_write_buffer_limits, open_fds, spin, until, wait, warnings_logged
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -595,25 +595,7 @@ async def test_write_buffer_limits(network: Network, loop_name: str) -> None:
     async with network as net:
         await net.listen()
         client, _ = await net.pair()
-        t = client.transport
-        initial = t.get_write_buffer_limits()
-        t.set_write_buffer_limits(high=1000)
-        assert t.get_write_buffer_limits() == (250, 1000)  # low defaults to high // 4
-        t.set_write_buffer_limits(low=1000)
-        assert t.get_write_buffer_limits() == (1000, 4000)  # high defaults to 4 * low
-        t.set_write_buffer_limits(high=300, low=100)
-        assert t.get_write_buffer_limits() == (100, 300)
-        t.set_write_buffer_limits(high=0)
-        assert t.get_write_buffer_limits() == (0, 0)
-        t.set_write_buffer_limits()  # the defaults
-        assert t.get_write_buffer_limits() == (16 * KiB, 64 * KiB)
-        for high, low in [(100, 200), (None, -1), (-1, None), (-4, -1)]:
-            with pytest.raises(ValueError):
-                t.set_write_buffer_limits(high=high, low=low)
-            assert t.get_write_buffer_limits() == (16 * KiB, 64 * KiB)  # unchanged
-        if loop_name == "uvloop" and initial == (16, 64 * KiB):
-            pytest.xfail("uvloop: initial low-water mark is 16 bytes (64 // 4), not 16 KiB")
-        assert initial == (16 * KiB, 64 * KiB)  # (low, high)
+        check_write_buffer_limits(client.transport, loop_name)
 
 
 async def test_write_buffer_grows_while_the_peer_does_not_read(network: Network) -> None:
@@ -968,13 +950,7 @@ async def test_writes_after_connection_lost_warn_and_never_raise(
             pytest.xfail("uvloop: write() after connection_lost raises RuntimeError")
 
         def warnings() -> int:
-            return sum(
-                1
-                for r in caplog.records
-                if r.name == "asyncio"
-                and r.levelno == logging.WARNING
-                and r.getMessage() == "socket.send() raised exception."
-            )
+            return warnings_logged(caplog, "socket.send() raised exception.")
 
         with caplog.at_level(logging.WARNING, logger="asyncio"):
             for _ in range(LOG_THRESHOLD_FOR_CONNLOST_WRITES - 1):
