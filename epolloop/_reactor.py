@@ -556,8 +556,10 @@ class Reactor:
         heapify(timers)
         self._cancelled_timers = 0
 
-    def _close_reactor(self) -> None:
-        """Mark the loop closed, forget every callback and release the kernel objects."""
+    def _close_reactor(self, _close_fd: Callable[[int], None] = os.close) -> None:
+        """Mark the loop closed, forget every callback and release the kernel objects.
+        (os.close is bound early: an unclosed loop may be collected at interpreter exit,
+        when this module's globals are already cleared.)"""
         self._ready.clear()
         for _, _, timer in self._timers:
             timer._scheduled = False
@@ -565,10 +567,10 @@ class Reactor:
         self._watchers.clear()
         self._fileobjs.clear()
         self._epoll.close()
-        os.close(self._timer_fd)
+        _close_fd(self._timer_fd)
         with self._wakeup_lock:
             self._closed = True
-            os.close(self._wakeup_fd)
+            _close_fd(self._wakeup_fd)
 
 
 # Every open reactor, so that a forked child can give each its own kernel objects.

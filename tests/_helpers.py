@@ -8,11 +8,15 @@ import contextvars
 import functools
 import logging
 import os
+import select
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from signal import SIGINT
 from typing import Any
 
 import pytest
@@ -367,3 +371,53 @@ def warnings_logged(caplog: pytest.LogCaptureFixture, message: str) -> int:
         and record.levelno == logging.WARNING
         and record.getMessage() == message
     )
+
+
+class Child:
+    """A child process (for a str: Python running that program), whose stdout the test reads
+    line by line; killed at the end of the with block if still running."""
+
+    def __init__(self, program: str | list[str], **popen_kwargs: Any) -> None:
+        argv = [sys.executable, "-c", program] if isinstance(program, str) else program
+        self.process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            **popen_kwargs,
+        )
+        self._pending = b""
+
+    def expect(self, line: str) -> None:
+        """Wait for the next line of the child's stdout, which must be *line*."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + GUARD
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise AssertionError(f"no line from the child within {GUARD} s")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                _, err = self.process.communicate(timeout=GUARD)
+                raise AssertionError(f"the child ended before {line!r}: {err.decode()}")
+            self._pending += chunk
+        got, self._pending = self._pending.split(b"\n", 1)
+        assert got.decode() == line
+
+    def interrupt(self) -> None:
+        """Ctrl-C."""
+        self.process.send_signal(SIGINT)
+
+    def finish(self) -> tuple[int, list[str], str]:
+        """Wait for the child to exit: (returncode, the rest of its stdout's lines, stderr)."""
+        out, err = self.process.communicate(timeout=GUARD)
+        return self.process.returncode, (self._pending + out).decode().splitlines(), err.decode()
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()

@@ -23,17 +23,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _helpers import GUARD, noop, spin, var, var_set_to, wait
+from _helpers import GUARD, Child, noop, spin, var, var_set_to, wait
 
 SIGUSR1 = signal.SIGUSR1
 SIGUSR2 = signal.SIGUSR2
@@ -551,53 +549,6 @@ def _program(loop_name: str, runner: str, wait_for: str, *, stubborn: bool = Fal
     )
 
 
-class _Child:
-    """A Python child process running *program*, whose stdout the test reads line by line."""
-
-    def __init__(self, program: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", program],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            bufsize=0,
-        )
-        self._pending = b""
-
-    def expect(self, line: str) -> None:
-        """Wait for the next line of the child's stdout, which must be *line*."""
-        assert self.process.stdout is not None
-        fd = self.process.stdout.fileno()
-        deadline = time.monotonic() + GUARD
-        while b"\n" not in self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise AssertionError(f"no line from the child within {GUARD} s")
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                _, err = self.process.communicate(timeout=GUARD)
-                raise AssertionError(f"the child ended before {line!r}: {err.decode()}")
-            self._pending += chunk
-        got, self._pending = self._pending.split(b"\n", 1)
-        assert got.decode() == line
-
-    def interrupt(self) -> None:
-        """Ctrl-C."""
-        self.process.send_signal(SIGINT)
-
-    def finish(self) -> tuple[int, list[str], str]:
-        """Wait for the child to exit: (returncode, the rest of its stdout's lines, stderr)."""
-        out, err = self.process.communicate(timeout=GUARD)
-        return self.process.returncode, (self._pending + out).decode().splitlines(), err.decode()
-
-    def __enter__(self) -> _Child:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.communicate()
-
-
 def _assert_interrupted(returncode: int, err: str) -> None:
     # An uncaught KeyboardInterrupt: Python prints the traceback, then ends itself with SIGINT
     # (since 3.8) so that its parent sees it was interrupted.
@@ -612,7 +563,7 @@ def _assert_interrupted(returncode: int, err: str) -> None:
 def test_ctrl_c_cancels_the_main_task_then_raises_keyboard_interrupt(
     loop_factory, loop_name, runner, wait_for
 ):
-    with _Child(_program(loop_name, runner, wait_for)) as child:
+    with Child(_program(loop_name, runner, wait_for)) as child:
         child.expect("ready")
         child.interrupt()
         returncode, out, err = child.finish()
@@ -623,7 +574,7 @@ def test_ctrl_c_cancels_the_main_task_then_raises_keyboard_interrupt(
 
 
 def test_second_ctrl_c_raises_keyboard_interrupt_at_once(loop_factory, loop_name):
-    with _Child(_program(loop_name, "asyncio.run", "event", stubborn=True)) as child:
+    with Child(_program(loop_name, "asyncio.run", "event", stubborn=True)) as child:
         child.expect("ready")
         child.interrupt()
         child.expect("cancelled")
