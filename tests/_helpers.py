@@ -390,6 +390,10 @@ class Child:
 
     def expect(self, line: str) -> None:
         """Wait for the next line of the child's stdout, which must be *line*."""
+        assert self.next_line() == line
+
+    def next_line(self) -> str:
+        """Wait for the next line of the child's stdout."""
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
         deadline = time.monotonic() + GUARD
@@ -400,10 +404,10 @@ class Child:
             chunk = os.read(fd, 4096)
             if not chunk:
                 _, err = self.process.communicate(timeout=GUARD)
-                raise AssertionError(f"the child ended before {line!r}: {err.decode()}")
+                raise AssertionError(f"the child ended before a line: {err.decode()}")
             self._pending += chunk
         got, self._pending = self._pending.split(b"\n", 1)
-        assert got.decode() == line
+        return got.decode()
 
     def interrupt(self) -> None:
         """Ctrl-C."""
