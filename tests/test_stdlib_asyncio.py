@@ -537,6 +537,9 @@ def run_module(name: str) -> Report:
 
 
 @pytest.mark.loop_errors  # the stdlib tests provoke loop errors and check them themselves
+# A whole module in one pytest test: test_tasks alone runs 30 s on an idle machine and past
+# 120 s on a loaded one. Each of its tests has its own hang guard (TIME_LIMIT).
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", MODULES)
 def test_stdlib_module(name: str) -> None:
     try:
