@@ -7,7 +7,10 @@ Server kinds (each an ordinary asyncio program, the same code on every loop):
     streams    asyncio.start_server, StreamReader.read / StreamWriter.write + drain
     sock       loop.sock_accept / sock_recv / sock_sendall in a task per connection
 
-The client (benchmarks/ceiling/echo_client.c, compiled with cc at first use) keeps C
+The last column is the ceiling: benchmarks/ceiling/echo_server.c, a single-threaded
+edge-triggered epoll echo server in C, the figure no Python loop can beat here.
+
+The client (benchmarks/ceiling/echo_client.c, compiled with cc at each run) keeps C
 connections busy: each sends SIZE bytes, waits for the same bytes back (checked), and sends
 again. On two or more cores the server is pinned to one core and the client to another. The
 figure that separates loops on a small machine is the server's CPU time (user + system, from
@@ -39,7 +42,7 @@ from ._loops import (
 )
 
 KINDS = ("protocol", "buffered", "streams", "sock")
-_CLIENT_SOURCE = Path(__file__).with_name("ceiling") / "echo_client.c"
+_CEILING = Path(__file__).with_name("ceiling")  # the C client, and the C server to beat
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -125,13 +128,18 @@ async def serve(kind: str) -> None:
 # -- the driver ---------------------------------------------------------------------------
 
 
-def compile_client(directory: Path) -> Path:
+def compile_tools(directory: Path) -> tuple[Path, Path]:
+    """The C load client and the C ceiling server, compiled into *directory*."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise SystemExit("benchmarks.echo needs a C compiler (cc) for its load client")
-    binary = directory / "echo_client"
-    subprocess.run([compiler, "-O2", "-o", str(binary), str(_CLIENT_SOURCE)], check=True)
-    return binary
+    binaries = []
+    for name in ("echo_client", "echo_server"):
+        binary = directory / name
+        source = _CEILING / f"{name}.c"
+        subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
+        binaries.append(binary)
+    return binaries[0], binaries[1]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -146,13 +154,14 @@ def _pin(core: int | None) -> dict[str, object]:
 
 
 def measure(
-    client: Path, loop_name: str, kind: str, size: int, connections: int, duration: float
+    client: Path, server_argv: list[str], size: int, connections: int, duration: float
 ) -> tuple[float, float]:
-    """One run: (server CPU µs per round trip, round trips per second)."""
+    """One run against the server *server_argv* starts (it prints its port and serves until
+    its stdin closes): (server CPU µs per round trip, round trips per second)."""
     cores = sorted(os.sched_getaffinity(0))
     server_core, client_core = (cores[0], cores[1]) if len(cores) > 1 else (None, None)
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.echo", "--serve", kind, loop_name],
+        server_argv,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -162,7 +171,7 @@ def measure(
         assert server.stdout is not None
         port = server.stdout.readline().strip()
         if not port:
-            raise RuntimeError(f"the {loop_name} {kind} server did not start")
+            raise RuntimeError(f"the server {server_argv} did not start")
         before = _cpu_seconds(server.pid)
         done = subprocess.run(
             [str(client), "127.0.0.1", port, str(connections), str(size), str(duration)],
@@ -199,38 +208,39 @@ def main(argv: list[str] | None = None) -> None:
     loops = select_loops(args.loops, args.loop)
     kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    ceiling = "C ceiling"
     with tempfile.TemporaryDirectory(prefix="epolloop-bench-") as directory:
-        client = compile_client(Path(directory))
+        client, ceiling_server = compile_tools(Path(directory))
         for round_number in range(args.rounds):
-            for name in rotated(list(loops), round_number):
-                for kind in kinds:
+            for name in [*rotated(list(loops), round_number), ceiling]:
+                for kind in kinds if name != ceiling else ["any"]:
                     print(
-                        f"\r  round {round_number + 1}/{args.rounds}: {name} {kind}   ",
+                        f"\r  round {round_number + 1}/{args.rounds}: {name} {kind}      ",
                         end="",
                         file=sys.stderr,
                         flush=True,
                     )
+                    argv = (
+                        [str(ceiling_server)]
+                        if name == ceiling
+                        else [sys.executable, "-m", "benchmarks.echo", "--serve", kind, name]
+                    )
                     results.setdefault((kind, name), []).append(
-                        measure(client, name, kind, args.size, args.connections, args.duration)
+                        measure(client, argv, args.size, args.connections, args.duration)
                     )
     print(file=sys.stderr)
-    names = list(loops)
+
+    def cell(kind: str, name: str) -> str:
+        runs = results[kind if name != ceiling else "any", name]
+        cpu, rate = median([r[0] for r in runs]), median([r[1] for r in runs])
+        return f"{cpu:.1f} ({rate:,.0f}/s)"
+
     print(
         f"echo over TCP, {args.size} B messages, {args.connections} connections: "
         "server CPU µs per round trip (round trips/s)"
     )
-    rows = [
-        [
-            kind,
-            *(
-                f"{median([r[0] for r in results[kind, n]]):.1f} "
-                f"({median([r[1] for r in results[kind, n]]):,.0f}/s)"
-                for n in names
-            ),
-        ]
-        for kind in kinds
-    ]
-    print_table(["server", *names], rows)
+    columns = [*loops, ceiling]
+    print_table(["server", *columns], [[kind, *(cell(kind, n) for n in columns)] for kind in kinds])
 
 
 if __name__ == "__main__":
