@@ -1,22 +1,145 @@
-"""python -m benchmarks: every benchmark, side by side, with its default settings.
+"""python -m benchmarks: epolloop against stock asyncio, uvloop and rloop, side by side, with
+the kernel's own ceiling (a C epoll server) where there is I/O.
 
-Options given here (--rounds, --loops, --loop) go to each benchmark. Run one alone with
-``python -m benchmarks.timer_precision``, ``python -m benchmarks.loop_internals`` or
-``python -m benchmarks.unix_transports``.
+    python -m benchmarks                      one workload per family, about two minutes
+    python -m benchmarks --full               every workload (echo at 1/10/100 KiB with 1/10/100
+                                              connections, every server kind, ...)
+    python -m benchmarks --workloads echo,http --loops epolloop,uvloop --duration 2
+
+Families: echo (TCP and Unix sockets), http (keep-alive hello world), internals (callbacks,
+timers, tasks, threads), timers (lateness), scale (memory per idle connection), transports
+(UDP, pipes, subprocesses). The table goes to the terminal; every round goes to
+benchmarks/results/benchmarks.json and the charts to benchmarks/results/*.png.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
-from . import loop_internals, timer_precision, unix_transports
+from . import echo, http_keepalive, loop_internals, scale, timer_precision, unix_transports
+from ._loops import available_loops, select_loops
+from ._machine import Cores, compile_tools, describe
+from ._report import Summary, print_summary, save_charts, save_json
+from ._suite import Context, Workload, run_rounds
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def all_workloads() -> list[Workload]:
+    return [
+        *echo.workloads(),
+        *http_keepalive.workloads(),
+        *loop_internals.workloads(),
+        *timer_precision.workloads(),
+        *scale.workloads(),
+        *unix_transports.workloads(),
+    ]
+
+
+def choose(workloads: list[Workload], spec: str | None, full: bool) -> list[Workload]:
+    """--workloads: each entry names a family or a part of workloads' names; otherwise the
+    default run's workloads, or all of them with --full."""
+    if not spec:
+        return workloads if full else [w for w in workloads if w.default]
+    wanted = [part.strip() for part in spec.split(",") if part.strip()]
+    chosen = [w for w in workloads if any(p == w.family or p in w.name for p in wanted)]
+    if not chosen:
+        families = ", ".join(dict.fromkeys(w.family for w in workloads))
+        raise SystemExit(f"no workload matches {spec!r} (families: {families})")
+    return chosen
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2],
+    )
+    parser.add_argument("--full", action="store_true", help="run every workload")
+    parser.add_argument("--workloads", metavar="NAME,...", help="families or parts of names")
+    parser.add_argument(
+        "--loops",
+        metavar="NAME,...",
+        help=f"compare only these (here: {', '.join(available_loops())}; or module:callable)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=1.0,
+        help="seconds of load per I/O run; in-process workloads scale their size with it (1)",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON and charts go")
+    parser.add_argument("--list", action="store_true", help="list the workloads and exit")
+    return parser
+
+
+def _progress(done: int, total: int, round_index: int, workload: Workload, loop: str) -> None:
+    if done == total:
+        print("\r\033[K" if sys.stderr.isatty() else "", end="", file=sys.stderr, flush=True)
+        return
+    line = f"[{done + 1}/{total}] round {round_index + 1}: {workload.name} on {loop}"
+    if sys.stderr.isatty():
+        print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    for benchmark in (timer_precision, loop_internals, unix_transports):
-        print(f"\n== {benchmark.__name__.removeprefix('benchmarks.')}", flush=True)
-        benchmark.main(argv)
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.rounds < 1 or args.duration <= 0:
+        raise SystemExit("--rounds must be at least 1 and --duration positive")
+    workloads = choose(all_workloads(), args.workloads, args.full)
+    if args.list:
+        for workload in workloads:
+            print(f"{workload.family:<11} {workload.name}")
+        return
+    loops = select_loops(args.loops)
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory(prefix="epolloop-bench-") as directory:
+        tools = compile_tools(Path(directory))
+        if tools is None:
+            print("no C compiler (cc): skipping the I/O workloads", file=sys.stderr)
+            workloads = [w for w in workloads if not w.needs_tools]
+        cores = Cores.split()
+        clock = time.monotonic()
+        records = run_rounds(
+            workloads,
+            loops,
+            args.rounds,
+            lambda r: Context(args.duration, tools, cores, r),
+            _progress,
+        )
+    summary = Summary(records, loops)
+    machine = describe()
+    print(
+        f"{started:%Y-%m-%d}, {machine['cpu']}, {machine['cores']} cores, "
+        f"Linux {machine['kernel']}, Python {machine['python']}; "
+        f"{args.rounds} rounds, {args.duration:g} s per run, {time.monotonic() - clock:.0f} s"
+    )
+    print_summary(summary, workloads, records)
+    run = {
+        "command": ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)],
+        "started": started.isoformat(timespec="seconds"),
+        "machine": machine,
+        "loops": loops,
+        "rounds": args.rounds,
+        "duration": args.duration,
+        "workloads": [
+            {"name": w.name, "family": w.family, "figures": [vars(f) for f in w.figures]}
+            for w in workloads
+        ],
+    }
+    save_json(args.output / "benchmarks.json", run, records)
+    charts = save_charts(args.output, summary, workloads)
+    written = charts if isinstance(charts, str) else ", ".join(str(p) for p in charts)
+    print(f"\nevery round: {args.output / 'benchmarks.json'}; charts: {written}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""TCP echo servers on each loop, loaded by a C client: server CPU time per request.
+"""Echo servers over TCP and Unix sockets, loaded by the C client: server CPU per round trip.
 
 Server kinds (each an ordinary asyncio program, the same code on every loop):
 
@@ -7,46 +7,28 @@ Server kinds (each an ordinary asyncio program, the same code on every loop):
     streams    asyncio.start_server, StreamReader.read / StreamWriter.write + drain
     sock       loop.sock_accept / sock_recv / sock_sendall in a task per connection
 
-The last column is the ceiling: benchmarks/ceiling/echo_server.c, a single-threaded
-edge-triggered epoll echo server in C, the figure no Python loop can beat here.
-
-The client (benchmarks/ceiling/echo_client.c, compiled with cc at each run) keeps C
-connections busy: each sends SIZE bytes, waits for the same bytes back (checked), and sends
-again. On two or more cores the server is pinned to one core and the client to another. The
-figure that separates loops on a small machine is the server's CPU time (user + system, from
-/proc) per round trip; round trips per second are shown too, but the client may saturate first.
-
-    python -m benchmarks.echo [--rounds 3] [--loops ...] [--kinds protocol,sock]
-                              [--size 1024] [--connections 10] [--duration 2]
+Each of the client's connections (benchmarks/ceiling/load_client.c) sends SIZE bytes, waits for
+the same bytes back (checked) and sends again. The C ceiling is benchmarks/ceiling/server.c in
+echo mode: a single-threaded edge-triggered epoll server, the figure no Python loop can beat.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import shutil
-import subprocess
-import sys
+import socket
 import tempfile
-from pathlib import Path
+from functools import partial
 
-from ._loops import (
-    add_common_arguments,
-    available_loops,
-    load_factory,
-    median,
-    print_table,
-    rotated,
-    select_loops,
-)
+from ._suite import Context, Figure, Workload, loaded, server_command
 
 KINDS = ("protocol", "buffered", "streams", "sock")
-_CEILING = Path(__file__).with_name("ceiling")  # the C client, and the C server to beat
-_TICKS = os.sysconf("SC_CLK_TCK")
+SIZES = (1024, 10 * 1024, 100 * 1024)
+CONNECTIONS = (1, 10, 100)
+READ_SIZE = 256 * 1024
 
+FIGURES = (Figure("cpu_us", "server CPU µs/round trip"),)
 
-# -- the servers (run in a child process: python -m benchmarks.echo --serve KIND LOOP) --------
+_tasks: set[asyncio.Task[None]] = set()  # the sock server's tasks, kept alive
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -60,8 +42,7 @@ class EchoProtocol(asyncio.Protocol):
 class EchoBufferedProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.write = transport.write  # type: ignore[attr-defined]
-        self.buffer = bytearray(256 * 1024)
-        self.view = memoryview(self.buffer)
+        self.view = memoryview(bytearray(READ_SIZE))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.view
@@ -72,7 +53,7 @@ class EchoBufferedProtocol(asyncio.BufferedProtocol):
 
 async def _echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        while data := await reader.read(256 * 1024):
+        while data := await reader.read(READ_SIZE):
             writer.write(data)
             await writer.drain()
     except ConnectionError:
@@ -80,168 +61,114 @@ async def _echo_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     writer.close()
 
 
-async def _echo_sock(loop: asyncio.AbstractEventLoop, conn: object) -> None:
-    with conn:  # type: ignore[attr-defined]
+async def _echo_sock(conn: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    with conn:
         try:
-            while data := await loop.sock_recv(conn, 256 * 1024):  # type: ignore[arg-type]
-                await loop.sock_sendall(conn, data)  # type: ignore[arg-type]
+            while data := await loop.sock_recv(conn, READ_SIZE):
+                await loop.sock_sendall(conn, data)
         except ConnectionError:
             pass  # the client quits mid-message when its time is up
 
 
-async def serve(kind: str) -> None:
-    """Serve on 127.0.0.1, print the port, stop when stdin closes."""
+async def _accept_forever(listener: socket.socket) -> None:
     loop = asyncio.get_running_loop()
+    while True:
+        conn, _ = await loop.sock_accept(listener)
+        if conn.family != socket.AF_UNIX:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = loop.create_task(_echo_sock(conn))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+
+async def start(kind: str, address: str) -> str:
+    """Serve *kind* echo on *address* ("127.0.0.1:0" or "unix:PATH"); what the C server prints
+    for the same address: the port, or the path."""
+    loop = asyncio.get_running_loop()
+    path = address.removeprefix("unix:") if address.startswith("unix:") else None
+    host, _, port = address.rpartition(":")
     if kind == "sock":
-        import socket
-
-        listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
-        listener.setblocking(False)
-        port = listener.getsockname()[1]
-
-        connections: set[asyncio.Task[None]] = set()
-
-        async def accept_forever() -> None:
-            while True:
-                conn, _ = await loop.sock_accept(listener)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                connections.add(loop.create_task(_echo_sock(loop, conn)))
-
-        server_task = loop.create_task(accept_forever())
-    else:
-        if kind == "streams":
-            server = await asyncio.start_server(_echo_stream, "127.0.0.1", 0, backlog=1024)
+        if path:
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(path)
+            listener.listen(4096)
         else:
-            factory = EchoProtocol if kind == "protocol" else EchoBufferedProtocol
-            server = await loop.create_server(factory, "127.0.0.1", 0, backlog=1024)
-        port = server.sockets[0].getsockname()[1]
-    print(port, flush=True)
-    stdin_closed = loop.create_future()
-    loop.add_reader(
-        sys.stdin.fileno(), lambda: stdin_closed.done() or stdin_closed.set_result(None)
-    )
-    await stdin_closed
-    if kind == "sock":
-        server_task.cancel()
+            listener = socket.create_server((host, int(port)), backlog=4096)
+        listener.setblocking(False)
+        server_socket = listener
+        _tasks.add(loop.create_task(_accept_forever(listener)))
+    elif kind == "streams":
+        if path:
+            server = await asyncio.start_unix_server(_echo_stream, path, backlog=4096)
+        else:
+            server = await asyncio.start_server(_echo_stream, host, int(port), backlog=4096)
+        server_socket = server.sockets[0]
+    else:
+        factory = EchoProtocol if kind == "protocol" else EchoBufferedProtocol
+        if path:
+            server = await loop.create_unix_server(factory, path, backlog=4096)
+        else:
+            server = await loop.create_server(factory, host, int(port), backlog=4096)
+        server_socket = server.sockets[0]
+    return path or str(server_socket.getsockname()[1])
 
 
-# -- the driver ---------------------------------------------------------------------------
-
-
-def compile_tools(directory: Path) -> tuple[Path, Path]:
-    """The C load client and the C ceiling server, compiled into *directory*."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise SystemExit("benchmarks.echo needs a C compiler (cc) for its load client")
-    binaries = []
-    for name in ("echo_client", "echo_server"):
-        binary = directory / name
-        source = _CEILING / f"{name}.c"
-        subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
-        binaries.append(binary)
-    return binaries[0], binaries[1]
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
-
-
-def _pin(core: int | None) -> dict[str, object]:
-    if core is None:
-        return {}
-    return {"preexec_fn": lambda: os.sched_setaffinity(0, {core})}
+def client_address(printed: str) -> str:
+    """The load client's address for what a server printed (a port, or a socket path)."""
+    return f"127.0.0.1:{printed}" if printed.isdigit() else f"unix:{printed}"
 
 
 def measure(
-    client: Path, server_argv: list[str], size: int, connections: int, duration: float
-) -> tuple[float, float]:
-    """One run against the server *server_argv* starts (it prints its port and serves until
-    its stdin closes): (server CPU µs per round trip, round trips per second)."""
-    cores = sorted(os.sched_getaffinity(0))
-    server_core, client_core = (cores[0], cores[1]) if len(cores) > 1 else (None, None)
-    server = subprocess.Popen(
-        server_argv,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        **_pin(server_core),  # type: ignore[arg-type]
-    )
-    try:
-        assert server.stdout is not None
-        port = server.stdout.readline().strip()
-        if not port:
-            raise RuntimeError(f"the server {server_argv} did not start")
-        before = _cpu_seconds(server.pid)
-        done = subprocess.run(
-            [str(client), "127.0.0.1", port, str(connections), str(size), str(duration)],
-            capture_output=True,
-            text=True,
-            check=True,
-            **_pin(client_core),  # type: ignore[arg-type]
-        )
-        cpu = _cpu_seconds(server.pid) - before
-    finally:
-        server.stdin.close()  # type: ignore[union-attr]
-        server.wait(timeout=30)
-    round_trips = int(done.stdout.split()[0])
-    return cpu / round_trips * 1e6, round_trips / duration
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--serve"]:
-        kind, loop_name = argv[1], argv[2]
-        factory = available_loops().get(loop_name) or load_factory(loop_name)
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve(kind))
-        return
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.echo", description=__doc__.split("\n")[0]
-    )
-    add_common_arguments(parser, rounds=3)
-    parser.add_argument("--kinds", default=",".join(KINDS), help="server kinds to run")
-    parser.add_argument("--size", type=int, default=1024, help="bytes per message (1024)")
-    parser.add_argument("--connections", type=int, default=10, help="client connections (10)")
-    parser.add_argument("--duration", type=float, default=2.0, help="seconds per run (2)")
-    args = parser.parse_args(argv)
-    loops = select_loops(args.loops, args.loop)
-    kinds = [kind.strip() for kind in args.kinds.split(",") if kind.strip()]
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    ceiling = "C ceiling"
+    kind: str, unix: bool, size: int, connections: int, ctx: Context, loop: str
+) -> dict[str, float]:
+    assert ctx.tools is not None
     with tempfile.TemporaryDirectory(prefix="epolloop-bench-") as directory:
-        client, ceiling_server = compile_tools(Path(directory))
-        for round_number in range(args.rounds):
-            for name in [*rotated(list(loops), round_number), ceiling]:
-                for kind in kinds if name != ceiling else ["any"]:
-                    print(
-                        f"\r  round {round_number + 1}/{args.rounds}: {name} {kind}      ",
-                        end="",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    argv = (
-                        [str(ceiling_server)]
-                        if name == ceiling
-                        else [sys.executable, "-m", "benchmarks.echo", "--serve", kind, name]
-                    )
-                    results.setdefault((kind, name), []).append(
-                        measure(client, argv, args.size, args.connections, args.duration)
-                    )
-    print(file=sys.stderr)
+        address = f"unix:{directory}/echo.sock" if unix else "127.0.0.1:0"
+        threads = min(ctx.cores.client_threads, connections)
 
-    def cell(kind: str, name: str) -> str:
-        runs = results[kind if name != ceiling else "any", name]
-        cpu, rate = median([r[0] for r in runs]), median([r[1] for r in runs])
-        return f"{cpu:.1f} ({rate:,.0f}/s)"
+        def client(printed: str, seconds: float) -> list[str]:
+            return [
+                str(ctx.tools["load_client"]),  # type: ignore[index]
+                "echo",
+                client_address(printed),
+                str(connections),
+                str(size),
+                f"{seconds:.3f}",
+                str(threads),
+            ]
 
-    print(
-        f"echo over TCP, {args.size} B messages, {args.connections} connections: "
-        "server CPU µs per round trip (round trips/s)"
-    )
-    columns = [*loops, ceiling]
-    print_table(["server", *columns], [[kind, *(cell(kind, n) for n in columns)] for kind in kinds])
+        return loaded(
+            server_command(loop, "echo", start, ctx, kind=kind, address=address),
+            client,
+            lambda stdout: int(stdout.split()[0]),
+            ctx,
+        )
 
 
-if __name__ == "__main__":
-    main()
+def _label(size: int) -> str:
+    return f"{size // 1024}KiB"
+
+
+def workloads() -> list[Workload]:
+    def echo(kind: str, unix: bool, size: int, connections: int) -> Workload:
+        where = "unix" if unix else "tcp"
+        return Workload(
+            family="echo",
+            name=f"echo {where} {kind} {_label(size)} x{connections}",
+            figures=FIGURES,
+            measure=partial(measure, kind, unix, size, connections),
+            ceiling=f"echo {where} {size} {connections}",
+            default=(kind, unix, size, connections) == ("protocol", False, 1024, 10),
+            needs_tools=True,
+            note="round trips/s",
+            group=f"echo {where}" if unix else f"echo {where} {kind}",
+        )
+
+    tcp = [
+        echo(kind, False, size, connections)
+        for kind in KINDS
+        for size in SIZES
+        for connections in CONNECTIONS
+    ]
+    return [*tcp, *(echo(kind, True, 1024, 10) for kind in KINDS)]

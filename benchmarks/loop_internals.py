@@ -1,28 +1,31 @@
 """The loop's own machinery, without I/O: callbacks, timers, task switches, thread wake-ups.
 
-Workloads (ops/s, higher is better):
+Workloads (operations per second, higher is better):
 
-    call_soon chain   one callback at a time, each scheduling the next (one loop step each)
-    call_soon batch   one callback schedules N at once; they all run in the next step
-    call_later churn  N call_later at random delays of 1-50 ms, 1,000 per step, 90% of them
-                      cancelled one step later, the rest fire; ops = timers (CPU time, so
-                      waiting for deadlines does not count)
-    sleep(0) switch   K tasks each awaiting asyncio.sleep(0) M times; ops = task switches
-    threadsafe burst  another thread calls call_soon_threadsafe N times as fast as it can;
-                      wall time from its start to the loop running the last callback
+    call_soon chain       one callback at a time, each scheduling the next (one loop step each)
+    call_soon batch       one callback schedules N at once; they all run in the next step
+    call_later churn      N call_later at random delays of 1-50 ms, 1,000 per step, 90% of
+                          them cancelled one step later, the rest fire; ops = timers
+    sleep(0) switch       100 tasks each awaiting asyncio.sleep(0) in turn; ops = task switches
+    sleeping tasks        10,000 tasks each sleeping four random 0-5 ms delays; ops = wake-ups
+    gather                asyncio.gather of N tasks that return at once; ops = tasks
+    threadsafe burst      another thread calls call_soon_threadsafe N times as fast as it can
+                          (wall time from its start to the loop running the last callback)
+    threadsafe ping-pong  another thread calls call_soon_threadsafe and waits for the loop,
+                          asleep in the meantime, to answer; ops = round trips (wall time)
+    loop creation         make a loop and close it
 
 Not like for like: rloop (0.5) runs what a callback schedules within the same step and looks at
 I/O only now and then (a ready reader waited ~800 chained callbacks there, one or two on the
 others), so its chain figure measures a loop that skips asyncio's fairness rule.
 
 The single-threaded workloads are timed in CPU time of the loop's thread (user + system, so
-syscalls count; time slices lost to other processes on a shared machine do not), the threaded
-one in wall time. Every measurement gets a fresh loop. Loops are interleaved round by round
-(A B C D, then B C D A, ...) after one unrecorded warm-up round; the ratios are computed
-within each round, so drift in the machine's speed cancels, then the median is taken.
+syscalls count; time slices lost to other processes do not), the threaded ones in wall time.
+Every measurement runs in a fresh interpreter, on a fresh loop, after a warm-up run a tenth
+the size.
 
-    python -m benchmarks.loop_internals [--rounds 5] [--loops ...] [--workloads ...]
-    python -m benchmarks.loop_internals --profile epolloop   # cProfile each workload once
+    python -m benchmarks --workloads internals            # side by side, as everything else
+    python -m benchmarks.loop_internals --profile epolloop [--workloads chain,churn]
 """
 
 from __future__ import annotations
@@ -30,15 +33,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import gc
 import pstats
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from time import perf_counter, thread_time
 
-from ._loops import add_common_arguments, median, print_table, rotated, select_loops
+from ._loops import LoopFactory, factory
+from ._suite import Context, Figure, Workload, run_in_child
 
 Loop = asyncio.AbstractEventLoop
 
@@ -173,120 +176,149 @@ def threadsafe_burst(loop: Loop, n: int) -> float:
     return finished - start
 
 
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    run: Callable[[Loop, int], float]  # seconds for `ops` operations
-    ops: int
+SLEEPS_PER_TASK = 4  # divides every size (multiples of 100)
+SLEEP_MAX = 0.005
 
 
-WORKLOADS = [
-    Workload("call_soon chain", call_soon_chain, 100_000),
-    Workload("call_soon batch", call_soon_batch, 200_000),
-    Workload("call_later churn", call_later_churn, 100_000),
-    Workload("sleep(0) switch", sleep0_switch, 50_000),
-    Workload("threadsafe burst", threadsafe_burst, 100_000),
-]
+def sleeping_tasks(loop: Loop, n: int) -> float:
+    # Many tasks asleep at once, as connections waiting on timeouts are: the timer heap holds
+    # thousands of entries and every wake-up resumes a task.
+    rng = random.Random(n)
+    tasks = n // SLEEPS_PER_TASK
+    delays = [[rng.uniform(0, SLEEP_MAX) for _ in range(SLEEPS_PER_TASK)] for _ in range(tasks)]
+
+    async def sleeper(mine: list[float]) -> None:
+        for delay in mine:
+            await asyncio.sleep(delay)
+
+    async def main() -> float:
+        start = thread_time()
+        await asyncio.gather(*[sleeper(mine) for mine in delays])
+        return thread_time() - start
+
+    return loop.run_until_complete(main())
 
 
-def _size(workload: Workload, scale: float) -> int:
-    # A multiple of SWITCH_TASKS, so the sleep(0) workload does exactly this many switches.
-    return max(1, int(workload.ops * scale) // SWITCH_TASKS) * SWITCH_TASKS
+def gather_tasks(loop: Loop, n: int) -> float:
+    async def tiny() -> int:
+        return 1
+
+    async def main() -> float:
+        start = thread_time()
+        await asyncio.gather(*[tiny() for _ in range(n)])
+        return thread_time() - start
+
+    return loop.run_until_complete(main())
 
 
-def measure(
-    factory: Callable[[], Loop],
-    workload: Workload,
-    scale: float,
-    profiler: cProfile.Profile | None = None,
-) -> float:
-    """ops/s of one run of *workload* on a fresh loop (profiled, loop creation aside, if asked)."""
-    ops = _size(workload, scale)
-    gc.collect()
-    loop = factory()
+def threadsafe_ping_pong(loop: Loop, n: int) -> float:
+    # Each call finds the loop asleep in epoll_wait: the figure is the wake-up's round trip.
+    answered = threading.Semaphore(0)
+    finished = 0.0
+
+    def ping() -> None:
+        answered.release()
+
+    def player() -> None:
+        nonlocal finished
+        call_soon_threadsafe = loop.call_soon_threadsafe
+        for _ in range(n):
+            call_soon_threadsafe(ping)
+            answered.acquire()
+        finished = perf_counter()
+        call_soon_threadsafe(loop.stop)
+
+    thread = threading.Thread(target=player)
+    start = perf_counter()
+    thread.start()
+    loop.run_forever()
+    thread.join()
+    return finished - start
+
+
+def loop_creation(make_loop: LoopFactory, n: int) -> float:
+    start = thread_time()
+    for _ in range(n):
+        make_loop().close()
+    return thread_time() - start
+
+
+# name -> (function, operations at --duration 1, whether it takes the factory, not a loop)
+WORKLOADS: dict[str, tuple[Callable[..., float], int, bool]] = {
+    "call_soon chain": (call_soon_chain, 100_000, False),
+    "call_soon batch": (call_soon_batch, 200_000, False),
+    "call_later churn": (call_later_churn, 100_000, False),
+    "sleep(0) switch": (sleep0_switch, 50_000, False),
+    "sleeping tasks": (sleeping_tasks, 40_000, False),
+    "gather": (gather_tasks, 20_000, False),
+    "threadsafe burst": (threadsafe_burst, 100_000, False),
+    "threadsafe ping-pong": (threadsafe_ping_pong, 10_000, False),
+    "loop creation": (loop_creation, 2_000, True),
+}
+
+
+def _once(make_loop: LoopFactory, workload: str, ops: int) -> float:
+    """Seconds for *ops* operations of *workload*, on a fresh loop."""
+    function, _, takes_factory = WORKLOADS[workload]
+    if takes_factory:
+        return function(make_loop, ops)
+    loop = make_loop()
     try:
-        if profiler is None:
-            return ops / workload.run(loop, ops)
-        profiler.enable()
-        try:
-            return ops / workload.run(loop, ops)
-        finally:
-            profiler.disable()
+        return function(loop, ops)
     finally:
         loop.close()
 
 
-def _format_rate(rate: float) -> str:
-    return f"{rate / 1e6:.2f}M" if rate >= 1e6 else f"{rate / 1e3:.0f}k"
+def run(make_loop: LoopFactory, workload: str, ops: int) -> dict[str, float]:
+    """The measuring process: a warm-up a tenth the size, then the measured run."""
+    _once(make_loop, workload, max(ops // 10, SWITCH_TASKS))
+    return {"rate": ops / _once(make_loop, workload, ops)}
 
 
-def benchmark(args: argparse.Namespace, workloads: list[Workload]) -> None:
-    loops = select_loops(args.loops, args.loop)
-    names = list(loops)
-    # rates[workload][loop] = ops/s per round
-    rates = {w.name: {name: [] for name in names} for w in workloads}
-    for round_index in range(-1, args.rounds):  # round -1 warms up and is not recorded
-        for workload in workloads:
-            for name in rotated(names, round_index):
-                rate = measure(loops[name], workload, args.scale)
-                if round_index >= 0:
-                    rates[workload.name][name].append(rate)
-
-    references = [ref for ref in ("asyncio", "uvloop") if ref in names and "epolloop" in names]
-    headers = ["workload (ops/s)", *names, *(f"epolloop/{ref}" for ref in references)]
-    rows = []
-    for workload in workloads:
-        per_loop = rates[workload.name]
-        row = [f"{workload.name} ({_size(workload, args.scale):,})"]
-        row += [_format_rate(median(per_loop[name])) for name in names]
-        for ref in references:
-            ratios = [
-                mine / theirs
-                for mine, theirs in zip(per_loop["epolloop"], per_loop[ref], strict=True)
-            ]
-            row.append(f"{median(ratios):.2f}x")
-        rows.append(row)
-    print(f"median of {args.rounds} interleaved rounds (after 1 warm-up round)")
-    print_table(headers, rows)
+def _size(workload: str, scale: float) -> int:
+    # A multiple of SWITCH_TASKS, so the sleep(0) workload does exactly this many switches.
+    return max(1, int(WORKLOADS[workload][1] * scale) // SWITCH_TASKS) * SWITCH_TASKS
 
 
-def profile(args: argparse.Namespace, workloads: list[Workload]) -> None:
-    factory = select_loops(args.profile, args.loop)[args.profile]
-    for workload in workloads:
-        measure(factory, workload, args.scale)  # warm up outside the profiler
-        profiler = cProfile.Profile()
-        measure(factory, workload, args.scale, profiler)
-        print(f"=== {args.profile}: {workload.name} ===")
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+def measure(workload: str, ctx: Context, loop: str) -> dict[str, float]:
+    return run_in_child(run, loop, workload=workload, ops=_size(workload, ctx.duration))
+
+
+def workloads() -> list[Workload]:
+    return [
+        Workload(
+            family="internals",
+            name=name,
+            figures=(Figure("rate", "ops/s", higher_is_better=True),),
+            measure=partial(measure, name),
+            default=name == "call_soon chain",
+        )
+        for name in WORKLOADS
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
+    """cProfile each workload once on one loop, in this process (after a warm-up)."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.loop_internals", description=__doc__.split("\n")[0]
     )
-    add_common_arguments(parser, rounds=5)
-    parser.add_argument(
-        "--workloads",
-        metavar="SUBSTRING,...",
-        help="run only the workloads whose names contain one of these (e.g. chain,churn)",
-    )
-    parser.add_argument(
-        "--scale", type=float, default=1.0, help="multiply every workload's size (default 1)"
-    )
-    parser.add_argument("--profile", metavar="LOOP", help="cProfile each workload on LOOP")
+    parser.add_argument("--profile", metavar="LOOP", required=True, help="e.g. epolloop")
+    parser.add_argument("--workloads", metavar="SUBSTRING,...", help="e.g. chain,churn")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the sizes")
     parser.add_argument("--top", type=int, default=15, help="functions shown per profile")
     args = parser.parse_args(argv)
-
-    workloads = WORKLOADS
-    if args.workloads:
-        wanted = [part.strip() for part in args.workloads.split(",") if part.strip()]
-        workloads = [w for w in WORKLOADS if any(part in w.name for part in wanted)]
-        if not workloads:
-            raise SystemExit(f"no workload matches {args.workloads!r}")
-    if args.profile:
-        profile(args, workloads)
-    else:
-        benchmark(args, workloads)
+    wanted = [part.strip() for part in (args.workloads or "").split(",") if part.strip()]
+    chosen = [name for name in WORKLOADS if not wanted or any(part in name for part in wanted)]
+    if not chosen:
+        raise SystemExit(f"no workload matches {args.workloads!r}")
+    make_loop = factory(args.profile)
+    for name in chosen:
+        ops = _size(name, args.scale)
+        _once(make_loop, name, ops)  # warm up outside the profiler
+        profiler = cProfile.Profile()
+        profiler.runcall(_once, make_loop, name, ops)
+        print(f"=== {args.profile}: {name} ({ops:,} ops) ===")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
 
 
 if __name__ == "__main__":

@@ -8,36 +8,30 @@ loop's timers. Inside each timer's callback we take ``time.monotonic()`` and sub
 deadline we meant, computed on the same clock just before the ``call_later`` call. We do not
 use ``loop.time()``: uvloop's is a millisecond clock cached once per iteration, and rloop's
 counts from the loop's creation, so neither compares across loops. Lateness < 0 means "fired
-early".
+early"; the figures compared are percentiles of the error either way, |lateness| (a loop that
+fires half its timers early by a millisecond is no more precise than one that fires them late
+by as much); the JSON file also has the signed minimum and the share that fired early.
 
 Every (loop, round) runs in a fresh interpreter, with its start-up objects frozen out of the
-collector; loops are interleaved round by round and the table reports, per loop, the median
-over rounds of each statistic.
+collector; within a round every loop gets the same delays.
 
-    python -m benchmarks.timer_precision [--rounds 5] [--loops epolloop,asyncio]
+    python -m benchmarks --workloads timers
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
-import json
 import math
 import random
-import subprocess
-import sys
-from pathlib import Path
 from time import monotonic
 
-from ._loops import LoopFactory, add_common_arguments, median, print_table, rotated, select_loops
+from ._loops import LoopFactory
+from ._suite import Context, Figure, Workload, run_in_child
 
 TIMERS = 1_000
 PER_CALLBACK = 10  # timers scheduled by one callback: a few microseconds of work
 MIN_DELAY, MAX_DELAY = 0.001, 0.020
 WARMUP_TIMERS = 100
-
-STATS = ("p50", "p99", "max", "min", "early")
 
 
 def _lateness(factory: LoopFactory, timers: int, seed: int) -> list[float]:
@@ -73,8 +67,14 @@ def _run_timers(loop: asyncio.AbstractEventLoop, timers: int, rng: random.Random
     return lateness
 
 
+def run(make_loop: LoopFactory, timers: int, seed: int) -> dict[str, float]:
+    """The measuring process: percentiles of |lateness| in µs, the signed minimum, and the
+    share of timers that fired early."""
+    return _summary(_lateness(make_loop, timers, seed))
+
+
 def _summary(lateness: list[float]) -> dict[str, float]:
-    ordered = sorted(lateness)
+    ordered = sorted(abs(x) for x in lateness)
 
     def percentile(p: float) -> float:  # nearest rank
         return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]
@@ -83,74 +83,23 @@ def _summary(lateness: list[float]) -> dict[str, float]:
         "p50": percentile(0.50) * 1e6,
         "p99": percentile(0.99) * 1e6,
         "max": ordered[-1] * 1e6,
-        "min": ordered[0] * 1e6,
-        "early": sum(1 for x in ordered if x < 0) / len(ordered),
+        "min": min(lateness) * 1e6,
+        "early": sum(1 for x in lateness if x < 0) / len(lateness),
     }
 
 
-def _child(name: str, seed: int, timers: int) -> None:
-    factory = select_loops(name, [name] if ":" in name else [])[name]
-    # A fresh interpreter's first collections walk everything the imports left behind (over
-    # a millisecond here): move that out of the collector's sight, so the tail we measure is
-    # the loop's and not interpreter start-up's. The loop's own garbage is still collected.
-    gc.collect()
-    gc.freeze()
-    stats = _summary(_lateness(factory, timers, seed))
-    print(json.dumps(stats))
+def measure(ctx: Context, loop: str) -> dict[str, float]:
+    timers = max(20, int(TIMERS * ctx.duration))
+    return run_in_child(run, loop, timers=timers, seed=ctx.round + 1)
 
 
-def _run_in_subprocess(name: str, seed: int, timers: int) -> dict[str, float]:
-    command = [sys.executable, "-m", "benchmarks.timer_precision", "--child", name]
-    command += ["--seed", str(seed), "--timers", str(timers)]
-    root = Path(__file__).resolve().parent.parent
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr}")
-    return json.loads(result.stdout.splitlines()[-1])
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.timer_precision", description=__doc__.split("\n")[0]
-    )
-    add_common_arguments(parser, rounds=5)
-    parser.add_argument("--timers", type=int, default=TIMERS)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--child", metavar="LOOP", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        _child(args.child, args.seed, args.timers)
-        return
-
-    names = list(select_loops(args.loops, args.loop))
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    for round_index in range(args.rounds):
-        # Same seed for every loop within a round: all see the same delays.
-        seed = args.seed + round_index
-        for name in rotated(names, round_index):
-            results[name].append(_run_in_subprocess(name, seed, args.timers))
-
-    print(
-        f"{args.timers} timers, delays {MIN_DELAY * 1e3:g}-{MAX_DELAY * 1e3:g} ms, "
-        f"{PER_CALLBACK} scheduled per callback; lateness in µs, "
-        f"median of {args.rounds} rounds (fresh interpreter each)"
-    )
-    rows = []
-    for name in names:
-        runs = results[name]
-        stat = {key: median([run[key] for run in runs]) for key in STATS}
-        rows.append(
-            [
-                name,
-                f"{stat['p50']:.0f}",
-                f"{stat['p99']:.0f}",
-                f"{stat['max']:.0f}",
-                f"{stat['min']:.0f}",
-                f"{stat['early'] * 100:.1f}%",
-            ]
+def workloads() -> list[Workload]:
+    return [
+        Workload(
+            family="timers",
+            name=f"timer error ({TIMERS:,} timers at 1-20 ms)",
+            figures=tuple(Figure(stat, f"µs off, {stat}") for stat in ("p99", "p50", "max")),
+            measure=measure,
+            default=True,
         )
-    print_table(["loop", "p50 µs", "p99 µs", "max µs", "min µs", "early"], rows)
-
-
-if __name__ == "__main__":
-    main()
+    ]

@@ -10,28 +10,30 @@ Workloads (higher is better):
                       (children/s: fork/exec, pipes, and learning that the child exited)
 
 Wall time; both ends run in the one loop, so the figure is the loop's whole cost. Every
-measurement gets a fresh loop; loops are interleaved round by round (A B C, then B C A, ...).
+measurement runs in a fresh interpreter, on a fresh loop.
 
-    python -m benchmarks.unix_transports [--rounds 3] [--loops ...]
+    python -m benchmarks --workloads transports
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 from time import perf_counter
 
-from ._loops import add_common_arguments, median, print_table, rotated, select_loops
+from ._loops import LoopFactory
+from ._suite import Context, Figure, Workload, run_in_child
 
 _DATAGRAMS = 20_000
 _PIPE_BYTES = 256 << 20
 _CHILDREN = 200
 
 
-async def udp_ping_pong() -> float:
+async def udp_ping_pong(scale: float) -> float:
     loop = asyncio.get_running_loop()
+    datagrams = max(10, int(_DATAGRAMS * scale))
 
     class Echo(asyncio.DatagramProtocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -42,7 +44,7 @@ async def udp_ping_pong() -> float:
 
     class Pinger(Echo):
         def __init__(self) -> None:
-            self.left = _DATAGRAMS
+            self.left = datagrams
             self.done = loop.create_future()
 
         def datagram_received(self, data: bytes, addr: object) -> None:
@@ -62,11 +64,12 @@ async def udp_ping_pong() -> float:
     elapsed = perf_counter() - start
     client.close()
     server.close()
-    return _DATAGRAMS / elapsed
+    return datagrams / elapsed
 
 
-async def pipe_throughput() -> float:
+async def pipe_throughput(scale: float) -> float:
     loop = asyncio.get_running_loop()
+    blocks = max(1, int(_PIPE_BYTES * scale) >> 20)
     read_fd, write_fd = os.pipe()
 
     class Sink(asyncio.Protocol):
@@ -95,53 +98,53 @@ async def pipe_throughput() -> float:
     writer, source = await loop.connect_write_pipe(Source, os.fdopen(write_fd, "wb", 0))
     block = b"x" * (1 << 20)
     start = perf_counter()
-    for _ in range(_PIPE_BYTES // len(block)):
+    for _ in range(blocks):
         await source.writable.wait()
         writer.write(block)
     writer.close()
     received = await sink.done
-    assert received == _PIPE_BYTES
-    return _PIPE_BYTES / (perf_counter() - start) / 1e6
+    assert received == blocks * len(block)
+    return received / (perf_counter() - start) / 1e6
 
 
-async def subprocess_spawn() -> float:
+async def subprocess_spawn(scale: float) -> float:
+    children = max(2, int(_CHILDREN * scale))
     start = perf_counter()
-    for _ in range(_CHILDREN):
+    for _ in range(children):
         child = await asyncio.create_subprocess_exec("true", stdout=asyncio.subprocess.PIPE)
         await child.communicate()
-    return _CHILDREN / (perf_counter() - start)
+    return children / (perf_counter() - start)
 
 
-WORKLOADS: list[tuple[str, str, Callable[[], Awaitable[float]]]] = [
-    ("udp ping-pong", "round trips/s", udp_ping_pong),
-    ("pipe throughput", "MB/s", pipe_throughput),
-    ("subprocess spawn", "children/s", subprocess_spawn),
-]
+# name -> (unit, the workload: scale -> figure)
+WORKLOADS: dict[str, tuple[str, Callable[[float], Awaitable[float]]]] = {
+    "udp ping-pong": ("round trips/s", udp_ping_pong),
+    "pipe throughput": ("MB/s", pipe_throughput),
+    "subprocess spawn": ("children/s", subprocess_spawn),
+}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.unix_transports", description=__doc__.split("\n")[0]
-    )
-    add_common_arguments(parser, rounds=3)
-    args = parser.parse_args(argv)
-    loops = select_loops(args.loops, args.loop)
-    results: dict[tuple[str, str], list[float]] = {}
-    for round_number in range(args.rounds):
-        for name in rotated(list(loops), round_number):
-            for workload, _, run in WORKLOADS:
-                loop = loops[name]()
-                try:
-                    results.setdefault((workload, name), []).append(loop.run_until_complete(run()))
-                finally:
-                    loop.close()
-    names = list(loops)
-    rows = [
-        [f"{workload} ({unit})", *(f"{median(results[workload, name]):,.0f}" for name in names)]
-        for workload, unit, _ in WORKLOADS
+def run(make_loop: LoopFactory, workload: str, scale: float) -> dict[str, float]:
+    """The measuring process."""
+    loop = make_loop()
+    try:
+        return {"rate": loop.run_until_complete(WORKLOADS[workload][1](scale))}
+    finally:
+        loop.close()
+
+
+def measure(workload: str, ctx: Context, loop: str) -> dict[str, float]:
+    return run_in_child(run, loop, workload=workload, scale=ctx.duration)
+
+
+def workloads() -> list[Workload]:
+    return [
+        Workload(
+            family="transports",
+            name=name,
+            figures=(Figure("rate", unit, higher_is_better=True),),
+            measure=partial(measure, name),
+            default=name == "udp ping-pong",
+        )
+        for name, (unit, _) in WORKLOADS.items()
     ]
-    print_table(["workload", *names], rows)
-
-
-if __name__ == "__main__":
-    main()
