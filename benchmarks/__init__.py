@@ -1,9 +1,12 @@
-"""Benchmarks: epolloop against stock asyncio, uvloop and rloop, side by side.
+"""Benchmarks: epolloop against stock asyncio, uvloop and rloop, side by side, with a C epoll
+server as the ceiling. ``python -m benchmarks`` runs them (see ``__main__``).
 
-One module per concern, each runnable on its own:
-
-    python -m benchmarks.timer_precision   how late (or early) timers fire
-    python -m benchmarks.loop_internals    call_soon, call_later churn, sleep(0), threadsafe
-
-``_loops`` says which loops exist here and how to make one; nothing else is shared.
+    __main__            the command: choose workloads and loops, run, report
+    _suite              what a workload is; measuring in child processes; interleaved rounds
+    _child              the measuring process (one fresh interpreter per measurement)
+    _loops              the loops by name, and how a child makes one
+    _machine            /proc figures, core pinning, the noise estimate, the C tools
+    _report             medians and ratios, the table, JSON, charts
+    echo, http_keepalive, scale            servers loaded by the C client (ceiling/)
+    loop_internals, timer_precision, unix_transports   in-process workloads
 """

@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds of load per I/O run; in-process workloads scale their size with it (1)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON and charts go")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     return parser
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Linux {machine['kernel']}, Python {machine['python']}; "
         f"{args.rounds} rounds, {args.duration:g} s per run, {time.monotonic() - clock:.0f} s"
     )
-    print_summary(summary, workloads, records)
+    print_summary(summary, workloads, records, args.markdown)
     run = {
         "command": ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)],
         "started": started.isoformat(timespec="seconds"),

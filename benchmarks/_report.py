@@ -17,7 +17,7 @@ from pathlib import Path
 from ._loops import CEILING, median
 from ._suite import Figure, Record, Workload
 
-NOISY = 0.10  # cores of other processes' CPU during a run that make its figures suspect
+NOISY = 0.25  # cores of other processes' CPU during a run that make its figures suspect
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,15 @@ def _cell_text(cell: Cell, loop: str, reference: str) -> str:
     return " ".join(parts)
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A plain-text table, the first two columns left-aligned, the rest right-aligned."""
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> None:
+    """A plain-text table (the first two columns left-aligned, the rest right-aligned), or a
+    Markdown one for the README."""
+    if markdown:
+        print("| " + " | ".join(headers) + " |")
+        print("|" + " --- |" * 2 + " ---: |" * (len(headers) - 2))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
@@ -117,7 +124,9 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print(line(row))
 
 
-def print_summary(summary: Summary, workloads: list[Workload], records: list[Record]) -> None:
+def print_summary(
+    summary: Summary, workloads: list[Workload], records: list[Record], markdown: bool = False
+) -> None:
     loops = summary.loops
     print(
         f"\nmedians over rounds; after a figure: speed relative to {summary.reference} "
@@ -142,8 +151,8 @@ def print_summary(summary: Summary, workloads: list[Workload], records: list[Rec
                 )
                 if workload.note and figure is workload.figures[0]:
                     rows.append(["", workload.note, *(_number(c.note) for c in cells)])
-        print(f"\n{family}")
-        print_table(["workload", "figure", *columns], rows)
+        print(f"\n{family}\n")
+        print_table(["workload", "figure", *columns], rows, markdown)
     for record in summary.errors():
         print(f"\n{record.loop} failed {record.workload!r} (round {record.round + 1}): ", end="")
         print(record.error)
