@@ -15,6 +15,7 @@ benchmarks/results/benchmarks.json and the charts to benchmarks/results/*.png.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -76,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds of load per I/O run; in-process workloads scale their size with it (1)",
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON and charts go")
+    parser.add_argument(
+        "--http-client",
+        choices=("auto", "wrk", "builtin"),
+        default="auto",
+        help="what loads the HTTP servers: wrk, the C client, or wrk when installed (auto)",
+    )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
     return parser
@@ -102,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{workload.family:<11} {workload.name}")
         return
     loops = select_loops(args.loops)
+    wrk = shutil.which("wrk") if args.http_client != "builtin" else None
+    if args.http_client == "wrk" and wrk is None:
+        raise SystemExit("--http-client wrk: wrk is not installed")
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="epolloop-bench-") as directory:
         tools = compile_tools(Path(directory))
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
             workloads,
             loops,
             args.rounds,
-            lambda r: Context(args.duration, tools, cores, r),
+            lambda r: Context(args.duration, tools, cores, wrk, r),
             _progress,
         )
     summary = Summary(records, loops)
@@ -122,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{started:%Y-%m-%d}, {machine['cpu']}, {machine['cores']} cores, "
         f"Linux {machine['kernel']}, Python {machine['python']}; "
-        f"{args.rounds} rounds, {args.duration:g} s per run, {time.monotonic() - clock:.0f} s"
+        f"{args.rounds} rounds, {args.duration:g} s per run, {time.monotonic() - clock:.0f} s; "
+        f"HTTP load from {'wrk' if wrk else 'the C client'}"
     )
     print_summary(summary, workloads, records, args.markdown)
     run = {
@@ -132,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         "loops": loops,
         "rounds": args.rounds,
         "duration": args.duration,
+        "http_client": "wrk" if wrk else "builtin",
         "workloads": [
             {"name": w.name, "family": w.family, "figures": [vars(f) for f in w.figures]}
             for w in workloads

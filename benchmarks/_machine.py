@@ -120,5 +120,4 @@ def describe() -> dict[str, object]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "packages": versions,
-        "wrk": shutil.which("wrk") is not None,
     }

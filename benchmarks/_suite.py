@@ -42,6 +42,7 @@ class Context:
     duration: float  # seconds of load per run; in-process workloads scale their size with it
     tools: dict[str, Path] | None  # the compiled C load client and ceiling server
     cores: Cores
+    wrk: str | None = None  # wrk's path, when HTTP is to be loaded by wrk
     round: int = 0
 
 
