@@ -25,8 +25,8 @@ from pathlib import Path
 from . import echo, http_keepalive, loop_internals, scale, timer_precision, unix_transports
 from ._loops import available_loops, select_loops
 from ._machine import Cores, compile_tools, describe
-from ._report import Summary, print_summary, save_charts, save_json
-from ._suite import Context, Workload, run_rounds
+from ._report import Summary, load_json, print_summary, save_charts, save_json
+from ._suite import Context, Record, Workload, run_rounds
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSON",
+        help="print a saved run's report (and redraw its charts) instead of measuring",
+    )
     return parser
 
 
@@ -99,15 +105,8 @@ def _progress(done: int, total: int, round_index: int, workload: Workload, loop:
         print(line, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.rounds < 1 or args.duration <= 0:
-        raise SystemExit("--rounds must be at least 1 and --duration positive")
-    workloads = choose(all_workloads(), args.workloads, args.full)
-    if args.list:
-        for workload in workloads:
-            print(f"{workload.family:<11} {workload.name}")
-        return
+def measure(args: argparse.Namespace, workloads: list[Workload]) -> tuple[dict, list[Record]]:
+    """Run the workloads; the run's description and every round's record."""
     loops = select_loops(args.loops)
     wrk = shutil.which("wrk") if args.http_client != "builtin" else None
     if args.http_client == "wrk" and wrk is None:
@@ -127,19 +126,11 @@ def main(argv: list[str] | None = None) -> None:
             lambda r: Context(args.duration, tools, cores, wrk, r),
             _progress,
         )
-    summary = Summary(records, loops)
-    machine = describe()
-    print(
-        f"{started:%Y-%m-%d}, {machine['cpu']}, {machine['cores']} cores, "
-        f"Linux {machine['kernel']}, Python {machine['python']}; "
-        f"{args.rounds} rounds, {args.duration:g} s per run, {time.monotonic() - clock:.0f} s; "
-        f"HTTP load from {'wrk' if wrk else 'the C client'}"
-    )
-    print_summary(summary, workloads, records, args.markdown)
     run = {
-        "command": ["python", "-m", "benchmarks", *(sys.argv[1:] if argv is None else argv)],
+        "command": ["python", "-m", "benchmarks", *args.argv],
         "started": started.isoformat(timespec="seconds"),
-        "machine": machine,
+        "seconds": round(time.monotonic() - clock),
+        "machine": describe(),
         "loops": loops,
         "rounds": args.rounds,
         "duration": args.duration,
@@ -150,9 +141,46 @@ def main(argv: list[str] | None = None) -> None:
         ],
     }
     save_json(args.output / "benchmarks.json", run, records)
+    return run, records
+
+
+def report(args: argparse.Namespace, run: dict, records: list[Record]) -> None:
+    known = {w.name: w for w in all_workloads()}
+    workloads = [known[w["name"]] for w in run["workloads"] if w["name"] in known]
+    machine = run["machine"]
+    elapsed = f", {run['seconds']} s in all" if "seconds" in run else ""  # older files lack it
+    print(
+        f"{run['started'][:10]}, {machine['cpu']}, {machine['cores']} cores, "
+        f"Linux {machine['kernel']}, Python {machine['python']}; {run['rounds']} rounds, "
+        f"{run['duration']:g} s per run{elapsed}; HTTP load from "
+        f"{'wrk' if run.get('http_client') == 'wrk' else 'the C client'}"
+    )
+    print(f"command: {' '.join(run['command'])}")
+    summary = Summary(records, run["loops"])
+    print_summary(summary, workloads, records, args.markdown)
     charts = save_charts(args.output, summary, workloads)
     written = charts if isinstance(charts, str) else ", ".join(str(p) for p in charts)
-    print(f"\nevery round: {args.output / 'benchmarks.json'}; charts: {written}")
+    if not args.report:
+        print(f"\nevery round: {args.output / 'benchmarks.json'}")
+    print(f"charts: {written}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    args.argv = argv
+    if args.rounds < 1 or args.duration <= 0:
+        raise SystemExit("--rounds must be at least 1 and --duration positive")
+    if args.report:
+        run, records = load_json(args.report)
+    else:
+        workloads = choose(all_workloads(), args.workloads, args.full)
+        if args.list:
+            for workload in workloads:
+                print(f"{workload.family:<11} {workload.name}")
+            return
+        run, records = measure(args, workloads)
+    report(args, run, records)
 
 
 if __name__ == "__main__":

@@ -151,11 +151,15 @@ def print_summary(
                 )
                 if workload.note and figure is workload.figures[0]:
                     rows.append(["", workload.note, *(_number(c.note) for c in cells)])
-        print(f"\n{family}\n")
+        print(f"\n### {family}\n" if markdown else f"\n{family}\n")
         print_table(["workload", "figure", *columns], rows, markdown)
+    failures: dict[tuple[str, str, str], list[int]] = {}
     for record in summary.errors():
-        print(f"\n{record.loop} failed {record.workload!r} (round {record.round + 1}): ", end="")
-        print(record.error)
+        key = (record.loop, record.workload, record.error or "")
+        failures.setdefault(key, []).append(record.round + 1)
+    for (loop, workload, error), rounds in failures.items():
+        which = ", ".join(map(str, sorted(rounds)))
+        print(f"\n{loop} failed {workload!r} (round{'s' * (len(rounds) > 1)} {which}): {error}")
     noisy = [record for record in records if record.noise > NOISY]
     if noisy:
         worst = max(record.noise for record in noisy)
@@ -169,6 +173,12 @@ def print_summary(
 def save_json(path: Path, run: dict[str, object], records: list[Record]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**run, "records": [asdict(r) for r in records]}, indent=1))
+
+
+def load_json(path: Path) -> tuple[dict, list[Record]]:
+    """A run saved by save_json: its description and its records."""
+    run = json.loads(path.read_text())
+    return run, [Record(**record) for record in run.pop("records")]
 
 
 def save_charts(directory: Path, summary: Summary, workloads: list[Workload]) -> list[Path] | str:

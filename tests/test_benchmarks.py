@@ -66,6 +66,13 @@ def test_in_process_workloads(tmp_path: Path) -> None:
     assert set(_figures(report, timer, "epolloop")) >= {"p50", "p99", "max", "early"}
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "internals.png").stat().st_size > 0
+    # A saved run's report again, as Markdown for the README, without measuring anything.
+    again = _benchmarks(
+        "--report", str(tmp_path / "benchmarks.json"), "--markdown", "--output", str(tmp_path)
+    )
+    assert again.returncode == 0, again.stderr
+    assert "### internals" in again.stdout and "| call_soon chain | ops/s |" in again.stdout
+    assert "command: python -m benchmarks --workloads internals,timers,transports" in again.stdout
 
 
 @pytest.mark.skipif(not HAVE_CC, reason="the I/O workloads compile their C client and server")
