@@ -102,9 +102,11 @@ def _last_lines(text: str, count: int = 3) -> str:
 
 
 @contextmanager
-def serving(argv: list[str], env: dict[str, str], cores: Cores) -> Iterator[tuple[int, str]]:
-    """A server process started from *argv* on the server's core; yields (pid, the address it
-    printed). It serves until its stdin closes."""
+def running(
+    argv: list[str], env: dict[str, str], cores: frozenset[int]
+) -> Iterator[tuple[int, str]]:
+    """A process that prints one line when it is ready (a server its address) and runs until
+    its stdin closes, started on *cores*; yields (pid, that line)."""
     server = subprocess.Popen(
         argv,
         env=env,
@@ -113,14 +115,14 @@ def serving(argv: list[str], env: dict[str, str], cores: Cores) -> Iterator[tupl
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **pinned(cores.server),  # type: ignore[arg-type]
+        **pinned(cores),  # type: ignore[arg-type]
     )
     try:
-        address = server.stdout.readline().strip()  # type: ignore[union-attr]
-        if not address:
+        line = server.stdout.readline().strip()  # type: ignore[union-attr]
+        if not line:
             server.wait(timeout=30)
             raise RunFailed(_last_lines(server.stderr.read()))  # type: ignore[union-attr]
-        yield server.pid, address
+        yield server.pid, line
     finally:
         server.stdin.close()  # type: ignore[union-attr]
         try:
@@ -168,7 +170,7 @@ def loaded(
     completed. A short unmeasured warm-up comes first: a fresh server is not yet in its steady
     state (stock asyncio pays glibc's mmap for each 256 KiB read buffer until it has freed one).
     """
-    with serving(*server, ctx.cores) as (pid, address):
+    with running(*server, ctx.cores.server) as (pid, address):
         run_client(client(address, max(0.1, ctx.duration / 10)), ctx.cores)
         before = process_cpu(pid)
         started = time.monotonic()

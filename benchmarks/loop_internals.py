@@ -36,9 +36,10 @@ import cProfile
 import pstats
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
 from time import perf_counter, thread_time
+from typing import Any
 
 from ._loops import LoopFactory, factory
 from ._suite import Context, Figure, Workload, run_in_child
@@ -134,6 +135,17 @@ def call_later_churn(loop: Loop, n: int) -> float:
     return finished - start
 
 
+def _gathered(loop: Loop, coroutines: list[Coroutine[Any, Any, Any]]) -> float:
+    """Thread CPU seconds the loop takes to run *coroutines* to the end, as concurrent tasks."""
+
+    async def main() -> float:
+        start = thread_time()
+        await asyncio.gather(*coroutines)
+        return thread_time() - start
+
+    return loop.run_until_complete(main())
+
+
 SWITCH_TASKS = 100
 
 
@@ -144,12 +156,7 @@ def sleep0_switch(loop: Loop, n: int) -> float:
         for _ in range(per_task):
             await asyncio.sleep(0)
 
-    async def main() -> float:
-        start = thread_time()
-        await asyncio.gather(*[worker() for _ in range(SWITCH_TASKS)])
-        return thread_time() - start
-
-    return loop.run_until_complete(main())
+    return _gathered(loop, [worker() for _ in range(SWITCH_TASKS)])
 
 
 def threadsafe_burst(loop: Loop, n: int) -> float:
@@ -191,24 +198,14 @@ def sleeping_tasks(loop: Loop, n: int) -> float:
         for delay in mine:
             await asyncio.sleep(delay)
 
-    async def main() -> float:
-        start = thread_time()
-        await asyncio.gather(*[sleeper(mine) for mine in delays])
-        return thread_time() - start
-
-    return loop.run_until_complete(main())
+    return _gathered(loop, [sleeper(mine) for mine in delays])
 
 
 def gather_tasks(loop: Loop, n: int) -> float:
     async def tiny() -> int:
         return 1
 
-    async def main() -> float:
-        start = thread_time()
-        await asyncio.gather(*[tiny() for _ in range(n)])
-        return thread_time() - start
-
-    return loop.run_until_complete(main())
+    return _gathered(loop, [tiny() for _ in range(n)])
 
 
 def threadsafe_ping_pong(loop: Loop, n: int) -> float:

@@ -9,11 +9,11 @@ bytes per connection, a figure about C, not about loops.
 
 from __future__ import annotations
 
-import subprocess
+import os
 from functools import partial
 
-from ._machine import pinned, process_rss
-from ._suite import Context, Figure, RunFailed, Workload, server_command, serving
+from ._machine import process_rss
+from ._suite import Context, Figure, Workload, running, server_command
 from .echo import client_address, start
 
 CONNECTIONS = 10_000
@@ -22,23 +22,13 @@ CONNECTIONS = 10_000
 def measure(connections: int, ctx: Context, loop: str) -> dict[str, float]:
     assert ctx.tools is not None
     server = server_command(loop, "echo", start, ctx, kind="protocol", address="127.0.0.1:0")
-    with serving(*server, ctx.cores) as (pid, printed):
+    with running(*server, ctx.cores.server) as (pid, printed):
         before = process_rss(pid)
-        client = subprocess.Popen(
-            [str(ctx.tools["load_client"]), "idle", client_address(printed), str(connections)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            **pinned(ctx.cores.client),  # type: ignore[arg-type]
-        )
-        try:
-            ready = client.stdout.readline().strip()  # type: ignore[union-attr]
-            if ready != "ready":
-                raise RunFailed(f"idle client: {client.stderr.read().strip()}")  # type: ignore[union-attr]
+        client = [str(ctx.tools["load_client"]), "idle", client_address(printed)]
+        # It prints "ready" once every connection is open and has echoed a byte; it closes
+        # them all when its stdin closes, at the end of this block.
+        with running([*client, str(connections)], dict(os.environ), ctx.cores.client):
             after = process_rss(pid)
-        finally:
-            client.communicate()  # closes its stdin: it closes every connection and exits
     return {"kib_per_connection": (after - before) / connections / 1024}
 
 
