@@ -1062,28 +1062,43 @@ class Networking:
             try:
                 conn, address = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                server._starved = False  # caught up with the listen queue
                 return  # the queue is empty (or the peer gave up already)
             except OSError as exc:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     raise  # the loop's exception handler reports it; the server goes on
-                # Out of descriptors or memory: stop accepting for a while instead of
-                # spinning on a listening socket that stays readable.
-                self.call_exception_handler(  # type: ignore[attr-defined]
-                    {
-                        "message": "socket.accept() out of system resource",
-                        "exception": exc,
-                        "socket": trsock.TransportSocket(sock),
-                    }
-                )
-                self._remove_reader(sock.fileno())
-                self.call_later(  # type: ignore[attr-defined]
-                    constants.ACCEPT_RETRY_DELAY, self._resume_accepting, server, sock
-                )
+                self._pause_accepting(server, sock, exc)
                 return
             conn.setblocking(False)
             self._serve_connection(server, conn, {"peername": address})
 
+    def _pause_accepting(self, server: Server, sock: socket.socket, exc: OSError) -> None:
+        # Out of descriptors or memory. The listening socket stays readable, so watching it
+        # would spin: stop until one of this server's connections closes (a descriptor came
+        # free: Server._detach resumes at once) or ACCEPT_RETRY_DELAY passes (one freed
+        # elsewhere). Waiting clients stay in the listen queue and are served then. The
+        # condition is reported once, and again only after the server has caught up with its
+        # listen queue: not at every retry, nor every time one closed connection lets one
+        # more in.
+        if not server._starved:
+            server._starved = True
+            self.call_exception_handler(  # type: ignore[attr-defined]
+                {
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                }
+            )
+        self._remove_reader(sock.fileno())
+        server._paused[sock] = self.call_later(  # type: ignore[attr-defined]
+            constants.ACCEPT_RETRY_DELAY, self._resume_accepting, server, sock
+        )
+
     def _resume_accepting(self, server: Server, sock: socket.socket) -> None:
+        retry = server._paused.pop(sock, None)
+        if retry is None:
+            return
+        retry.cancel()
         if server._sockets is not None and sock in server._sockets:
             self._start_serving(server, sock)
 

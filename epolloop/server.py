@@ -48,6 +48,9 @@ class Server(AbstractServer):
         self._unix_paths = unix_paths or {}
         self._serving = False
         self._serving_forever_fut: Future[None] | None = None
+        # Out of descriptors: listening sockets not watched for now -> their retry timer.
+        self._paused: dict[socket.socket, Any] = {}
+        self._starved = False  # reported out of descriptors; not caught up with its queue since
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} sockets={self.sockets!r}>"
@@ -59,6 +62,9 @@ class Server(AbstractServer):
 
     def _detach(self, transport: Any) -> None:
         self._clients.discard(transport)
+        if self._paused and not self._loop.is_closed():
+            for sock in list(self._paused):  # a descriptor came free: accept again
+                self._loop._resume_accepting(self, sock)
         if not self._clients and self._sockets is None:
             self._wake_up_waiters()
 
@@ -122,6 +128,9 @@ class Server(AbstractServer):
         if sockets is None:
             return
         self._sockets = None
+        for retry in self._paused.values():
+            retry.cancel()
+        self._paused.clear()
         for sock in sockets:
             self._loop._stop_serving(sock)
             self._unlink_unix_path(sock)
