@@ -5,6 +5,7 @@ the kernel's own ceiling (a C epoll server) where there is I/O.
     python -m benchmarks --full               every workload (echo at 1/10/100 KiB with 1/10/100
                                               connections, every server kind, ...)
     python -m benchmarks --workloads echo,http --loops epolloop,uvloop --duration 2
+    python -m benchmarks stress [--seconds 10]   many connections and hostile peers: what held
 
 Families: echo (TCP and Unix sockets), http (keep-alive hello world), internals (callbacks,
 timers, tasks, threads), timers (lateness), scale (memory per idle connection), transports
@@ -22,7 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import echo, http_keepalive, loop_internals, scale, timer_precision, unix_transports
+from . import echo, http_keepalive, loop_internals, scale, stress, timer_precision, unix_transports
 from ._loops import available_loops, select_loops
 from ._machine import Cores, compile_tools, describe
 from ._report import Summary, load_json, print_summary, save_charts, save_json
@@ -167,6 +168,9 @@ def report(args: argparse.Namespace, run: dict, records: list[Record]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stress"]:
+        stress.main(argv[1:])
+        return
     args = _parser().parse_args(argv)
     args.argv = argv
     if args.rounds < 1 or args.duration <= 0:
