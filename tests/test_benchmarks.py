@@ -101,3 +101,15 @@ def test_selection_and_listing() -> None:
     for bad in (["--workloads", "nothing-like-this"], ["--loops", "no-such-loop"]):
         done = _benchmarks(*bad)
         assert done.returncode != 0 and ("no workload" in done.stderr or "unknown" in done.stderr)
+
+
+@pytest.mark.skipif(not HAVE_CC, reason="the stress command's good client is the C load client")
+def test_stress_command() -> None:
+    done = _benchmarks(
+        "stress", "--seconds", "0.5", "--connections", "50", "--loops", "epolloop,asyncio"
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[2:]}
+    for loop in ("epolloop", "asyncio"):
+        assert rows[loop][1] == "50", done.stdout  # the good connections all held
+        assert rows[loop][-2:] == ["0", "yes"], done.stdout  # no error reported; alive
