@@ -27,18 +27,18 @@ from . import echo, http_keepalive, loop_internals, scale, stress, timer_precisi
 from ._loops import available_loops, select_loops
 from ._machine import Cores, compile_tools, describe
 from ._report import Summary, load_json, print_summary, save_charts, save_json
-from ._suite import Context, Record, Workload, run_rounds
+from ._suite import Context, Record, Workload, describe_workload, run_rounds
 
 RESULTS = Path(__file__).with_name("results")
 
 
-def all_workloads() -> list[Workload]:
+def all_workloads(idle_connections: int = scale.CONNECTIONS) -> list[Workload]:
     return [
         *echo.workloads(),
         *http_keepalive.workloads(),
         *loop_internals.workloads(),
         *timer_precision.workloads(),
-        *scale.workloads(),
+        *scale.workloads(idle_connections),
         *unix_transports.workloads(),
     ]
 
@@ -83,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "wrk", "builtin"),
         default="auto",
         help="what loads the HTTP servers: wrk, the C client, or wrk when installed (auto)",
+    )
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        default=scale.CONNECTIONS,
+        metavar="N",
+        help=f"connections the scale workload holds ({scale.CONNECTIONS:,})",
     )
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     parser.add_argument("--list", action="store_true", help="list the workloads and exit")
@@ -136,18 +143,14 @@ def measure(args: argparse.Namespace, workloads: list[Workload]) -> tuple[dict, 
         "rounds": args.rounds,
         "duration": args.duration,
         "http_client": "wrk" if wrk else "builtin",
-        "workloads": [
-            {"name": w.name, "family": w.family, "figures": [vars(f) for f in w.figures]}
-            for w in workloads
-        ],
+        "workloads": [describe_workload(w) for w in workloads],
     }
     save_json(args.output / "benchmarks.json", run, records)
     return run, records
 
 
 def report(args: argparse.Namespace, run: dict, records: list[Record]) -> None:
-    known = {w.name: w for w in all_workloads()}
-    workloads = [known[w["name"]] for w in run["workloads"] if w["name"] in known]
+    workloads = [Workload.described(entry) for entry in run["workloads"]]
     machine = run["machine"]
     elapsed = f", {run['seconds']} s in all" if "seconds" in run else ""  # older files lack it
     print(
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.report:
         run, records = load_json(args.report)
     else:
-        workloads = choose(all_workloads(), args.workloads, args.full)
+        workloads = choose(all_workloads(args.idle_connections), args.workloads, args.full)
         if args.list:
             for workload in workloads:
                 print(f"{workload.family:<11} {workload.name}")

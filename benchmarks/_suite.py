@@ -51,7 +51,8 @@ class Workload:
     family: str
     name: str
     figures: tuple[Figure, ...]  # the first is the headline: ratios and charts use it
-    measure: Callable[[Context, str], dict[str, float]]  # (context, loop name) -> figures
+    # (context, loop name) -> figures; None for a workload read back from a saved run
+    measure: Callable[[Context, str], dict[str, float]] | None
     ceiling: str | None = None  # workloads sharing this key load the C server identically
     default: bool = False  # part of the default (short) run
     needs_tools: bool = False  # skipped without a C compiler
@@ -61,6 +62,25 @@ class Workload:
     @property
     def chart(self) -> str:
         return self.group or self.family
+
+    @classmethod
+    def described(cls, entry: dict[str, Any]) -> Workload:
+        """A workload as describe_workload saved it: enough to report on, not to measure."""
+        figures = tuple(Figure(**figure) for figure in entry["figures"])
+        fields = {key: entry[key] for key in ("ceiling", "note", "group") if key in entry}
+        return cls(entry["family"], entry["name"], figures, None, **fields)
+
+
+def describe_workload(workload: Workload) -> dict[str, Any]:
+    """What a saved run keeps of a workload (see Workload.described)."""
+    return {
+        "family": workload.family,
+        "name": workload.name,
+        "figures": [vars(figure) for figure in workload.figures],
+        "ceiling": workload.ceiling,
+        "note": workload.note,
+        "group": workload.group,
+    }
 
 
 @dataclass
@@ -221,6 +241,7 @@ def _measure(workload: Workload, loop: str, ctx: Context) -> Record:
     noise = Noise()
     started = time.monotonic()
     try:
+        assert workload.measure is not None, "a workload read back from a report"
         record.figures = workload.measure(ctx, loop)
     except (RunFailed, subprocess.SubprocessError, OSError, ValueError) as exc:
         record.error = str(exc) or type(exc).__name__

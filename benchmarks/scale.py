@@ -10,17 +10,34 @@ bytes per connection, a figure about C, not about loops.
 from __future__ import annotations
 
 import os
+import resource
 from functools import partial
 
 from ._machine import process_rss
-from ._suite import Context, Figure, Workload, running, server_command
+from ._suite import Context, Figure, RunFailed, Workload, running, server_command
 from .echo import client_address, start
 
 CONNECTIONS = 10_000
 
 
+def _descriptors_for(connections: int) -> None:
+    """Make sure the server may open *connections* sockets (children inherit the limit)."""
+    needed = connections + 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard >= needed:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, needed))  # with CAP_SYS_RESOURCE
+    except (ValueError, OSError):
+        raise RunFailed(
+            f"{connections:,} connections need {needed:,} descriptors, and the hard limit "
+            f"here is {hard:,} (raising it takes root's CAP_SYS_RESOURCE: ulimit -Hn)"
+        ) from None
+
+
 def measure(connections: int, ctx: Context, loop: str) -> dict[str, float]:
     assert ctx.tools is not None
+    _descriptors_for(connections)
     server = server_command(loop, "echo", start, ctx, kind="protocol", address="127.0.0.1:0")
     with running(*server, ctx.cores.server) as (pid, printed):
         before = process_rss(pid)
@@ -32,13 +49,13 @@ def measure(connections: int, ctx: Context, loop: str) -> dict[str, float]:
     return {"kib_per_connection": (after - before) / connections / 1024}
 
 
-def workloads() -> list[Workload]:
+def workloads(connections: int = CONNECTIONS) -> list[Workload]:
     return [
         Workload(
             family="scale",
-            name=f"idle connections x{CONNECTIONS}",
+            name=f"idle connections x{connections}",
             figures=(Figure("kib_per_connection", "server KiB/connection"),),
-            measure=partial(measure, CONNECTIONS),
+            measure=partial(measure, connections),
             default=True,
             needs_tools=True,
         )

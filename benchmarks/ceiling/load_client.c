@@ -42,9 +42,12 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "common.h"
 
 #define SCRATCH (256 * 1024) /* per thread: where response bytes are read to be checked */
 #define HEAD_MAX 8192        /* http: the largest response head accepted */
@@ -79,10 +82,6 @@ static size_t request_len;
 static double deadline; /* CLOCK_MONOTONIC seconds; written before the start barrier */
 static pthread_barrier_t start;
 
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
 
 static void fail(const char *message) {
     fprintf(stderr, "load_client: %s\n", message);
@@ -107,13 +106,6 @@ static long number(const char *text, long min, long max, const char *what) {
     return value;
 }
 
-static void raise_file_limit(void) {
-    struct rlimit limit;
-    if (getrlimit(RLIMIT_NOFILE, &limit) < 0) die("getrlimit");
-    if (limit.rlim_cur == limit.rlim_max) return;
-    limit.rlim_cur = limit.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &limit) < 0) perror("setrlimit(RLIMIT_NOFILE) (going on)");
-}
 
 /* -- the address ---------------------------------------------------------------------- */
 
@@ -155,6 +147,19 @@ static void parse_address(const char *text) {
     tcp = 1;
 }
 
+/* Loopback gives each source address ~28,000 ephemeral ports toward one server port: spread
+ * the connections over 16 source addresses in 127/8 (the port is still picked at connect,
+ * IP_BIND_ADDRESS_NO_PORT), so that 50,000 and more fit. */
+static void spread_source(int fd, int index) {
+    const struct sockaddr_in *to = (const struct sockaddr_in *)&address;
+    if (!tcp || ntohl(to->sin_addr.s_addr) >> 24 != 127) return;
+    struct sockaddr_in from = {.sin_family = AF_INET};
+    from.sin_addr.s_addr = htonl(0x7f000001u + (unsigned)(index % 16));
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&from, sizeof from) < 0) die("bind (source address)");
+}
+
 /* A blocking connect; the message says which connection failed and the likely reason. */
 static int open_connection(int index) {
     int fd = socket(address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -165,6 +170,11 @@ static int open_connection(int index) {
                 index + 1, strerror(errno), (long long)limit.rlim_cur);
         exit(1);
     }
+    spread_source(fd, index);
+    /* A server that stopped accepting leaves connect() waiting on a full listen queue: give
+     * up after a while (Linux applies SO_SNDTIMEO to a blocking connect) instead of hanging. */
+    struct timeval patience = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &patience, sizeof patience);
     if (connect(fd, (struct sockaddr *)&address, address_len) < 0) {
         int error = errno;
         fprintf(stderr, "load_client: connect for connection %d: %s%s\n", index + 1,
@@ -172,6 +182,7 @@ static int open_connection(int index) {
                 error == EADDRNOTAVAIL ? " (out of local ports? see "
                                          "net.ipv4.ip_local_port_range)"
                 : error == EAGAIN      ? " (the Unix socket's backlog is full)"
+                : error == EINPROGRESS ? " (no answer in 10 s: did the server stop accepting?)"
                                        : "");
         exit(1);
     }

@@ -36,6 +36,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common.h"
+
 #define READ_BUFFER (256 * 1024)
 #define BACKLOG 4096
 #define MAX_EVENTS 256
@@ -64,18 +66,7 @@ static int http_mode;
 /* What data.ptr points at for the descriptors that are not connections. */
 static char listener_tag, stdin_tag, signal_tag;
 
-static void die(const char *what) {
-    perror(what);
-    exit(1);
-}
 
-static void raise_file_limit(void) {
-    struct rlimit limit;
-    if (getrlimit(RLIMIT_NOFILE, &limit) < 0) die("getrlimit");
-    if (limit.rlim_cur == limit.rlim_max) return;
-    limit.rlim_cur = limit.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &limit) < 0) perror("setrlimit(RLIMIT_NOFILE) (going on)");
-}
 
 static void drop(struct conn *c) {
     close(c->fd); /* also takes it out of the epoll set: the descriptor is not shared */
