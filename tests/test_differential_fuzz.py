@@ -790,6 +790,7 @@ def first_difference(ours: list[Any], reference: list[Any]) -> str:
 # -- the fuzzer -------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(max(120, EXAMPLES))  # a long run needs more than the suite's 120 s
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -55,7 +55,8 @@ async def main():
     loop.add_reader(0, lambda: stdin_closed.done() or stdin_closed.set_result(None))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, ({LIMIT}, hard))
-    print(server.sockets[0].getsockname()[1], len(os.listdir("/proc/self/fd")), flush=True)
+    open_fds = len(os.listdir("/proc/self/fd")) - 1  # not the listing's own descriptor
+    print(server.sockets[0].getsockname()[1], open_fds, flush=True)
     await stdin_closed
     server.close()
     print("done", flush=True)
