@@ -802,7 +802,7 @@ def test_epolloop_runs_callbacks_in_the_order_asyncio_does(program):
         reference = run_program(asyncio.SelectorEventLoop, program)
         ours = run_program(epolloop.new_event_loop, program)
     if reference.setup_order() != ours.setup_order():
-        event("skipped: a pause between two call_later() calls reordered their deadlines")
+        event("skipped: a pause in the setup reordered call_later() deadlines")
         return
     expected = normalised(reference.log)
     got = normalised(ours.log)
