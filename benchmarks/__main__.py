@@ -152,12 +152,11 @@ def measure(args: argparse.Namespace, workloads: list[Workload]) -> tuple[dict, 
 def report(args: argparse.Namespace, run: dict, records: list[Record]) -> None:
     workloads = [Workload.described(entry) for entry in run["workloads"]]
     machine = run["machine"]
-    elapsed = f", {run['seconds']} s in all" if "seconds" in run else ""  # older files lack it
     print(
         f"{run['started'][:10]}, {machine['cpu']}, {machine['cores']} cores, "
         f"Linux {machine['kernel']}, Python {machine['python']}; {run['rounds']} rounds, "
-        f"{run['duration']:g} s per run{elapsed}; HTTP load from "
-        f"{'wrk' if run.get('http_client') == 'wrk' else 'the C client'}"
+        f"{run['duration']:g} s per run, {run['seconds']} s in all; HTTP load from "
+        f"{'wrk' if run['http_client'] == 'wrk' else 'the C client'}"
     )
     print(f"command: {' '.join(run['command'])}")
     summary = Summary(records, run["loops"])
