@@ -1,13 +1,16 @@
 """Loop: asyncio's event loop API on top of the reactor.
 
-The reactor (``_reactor.Reactor``, or the C core's) owns the kernel objects and the scheduling
-methods; this class adds what makes it an asyncio loop: the run/stop/close lifecycle, tasks and
-futures (asyncio's own C types), error handling, debug mode, executors and async generators.
+The reactor (``_reactor.Reactor``, or the C core's ``_core.Reactor``) owns the kernel objects
+and the scheduling methods; ``LoopMethods`` adds what makes it an asyncio loop: the
+run/stop/close lifecycle, tasks and futures (asyncio's own C types), error handling, debug
+mode, executors and async generators. ``Loop`` is the loop on the live core: ``CLoop`` when the
+C extension is built and not disabled, else ``PythonLoop``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import sys
 import threading
 import traceback
@@ -29,10 +32,26 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import Context
 from typing import Any, TypeVar
 
-from ._reactor import Reactor
+from . import _reactor
 from .net import Networking
 from .processes import Processes
 from .signals import Signals
+
+# The C core is the default; EPOLLOOP_NO_EXTENSIONS=1 (the convention of aiohttp, yarl and
+# multidict) asks for the pure-Python one, and an install without a compiler has only that.
+_core: Any
+if os.environ.get("EPOLLOOP_NO_EXTENSIONS"):
+    _core = None
+else:
+    try:
+        from . import _core
+    except ImportError as exc:
+        _core = None
+        warnings.warn(
+            f"epolloop runs on its pure-Python core: the C core is not available ({exc})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 _T = TypeVar("_T")
 
@@ -54,11 +73,13 @@ def _format_handle(handle: events.Handle) -> str:
     return repr(owner) if isinstance(owner, Task) else str(handle)
 
 
-class Loop(Networking, Processes, Signals, Reactor, AbstractEventLoop):
-    """An asyncio event loop on epoll, timerfd and eventfd."""
+class LoopMethods(Networking, Processes, Signals):
+    """Everything an asyncio loop is above the reactor. A loop class puts it before a core's
+    Reactor (whose scheduling methods it inherits) and AbstractEventLoop (last, so that none of
+    its NotImplementedError methods hides the reactor's)."""
 
     def __init__(self) -> None:
-        Reactor.__init__(self)
+        super().__init__()  # the reactor's
         # fd -> the transport that owns it, so user watchers cannot steal a transport's fd.
         self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         # Subprocess transports whose child is still watched through its pidfd.
@@ -410,6 +431,20 @@ class Loop(Networking, Processes, Signals, Reactor, AbstractEventLoop):
 
     def _report_slow_callback(self, handle: events.Handle, seconds: float) -> None:
         logger.warning("Executing %s took %.3f seconds", _format_handle(handle), seconds)
+
+
+class PythonLoop(LoopMethods, _reactor.Reactor, AbstractEventLoop):
+    """An asyncio event loop on epoll, timerfd and eventfd: the pure-Python core."""
+
+
+if _core is not None:
+
+    class CLoop(LoopMethods, _core.Reactor, AbstractEventLoop):
+        """An asyncio event loop on epoll, timerfd and eventfd: the C core."""
+
+    Loop: type[LoopMethods] = CLoop
+else:
+    Loop = PythonLoop
 
 
 def _set_exception_unless_cancelled(future: Future[Any], exc: BaseException) -> None:

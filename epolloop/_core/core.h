@@ -1,0 +1,121 @@
+/* The C core of epolloop: what module.c, handles.c and reactor.c share.
+ *
+ * The same contract as epolloop/_reactor.py (read its docstring first: it lists the facts
+ * about epoll, timerfd and eventfd that both cores rely on). This core exists for speed: the
+ * scheduling methods, the handles and the run step are the loop's hottest paths.
+ */
+#ifndef EPOLLOOP_CORE_H
+#define EPOLLOOP_CORE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+/* Python objects the core calls into, looked up once when the module is imported. */
+typedef struct {
+    PyObject *format_callback_source; /* asyncio.format_helpers._format_callback_source */
+    PyObject *extract_stack;          /* asyncio.format_helpers.extract_stack */
+    PyObject *iscoroutine;            /* asyncio.coroutines.iscoroutine */
+    PyObject *iscoroutinefunction;    /* asyncio.coroutines.iscoroutinefunction */
+    PyObject *real_type;              /* numbers.Real */
+    PyObject *str_context;            /* "context", the keyword of the scheduling methods */
+    PyObject *str_call_exception_handler;
+    PyObject *str_report_slow_callback;
+    PyObject *str_slow_callback_duration;
+    PyObject *str_timer_handle_cancelled;
+    PyObject *str_get_debug;
+    PyObject *str_message, *str_exception, *str_handle, *str_source_traceback;
+} CoreGlobals;
+
+extern CoreGlobals core_globals;
+
+/* Our handles are asyncio's: subclasses of asyncio.Handle and asyncio.TimerHandle (so that
+ * isinstance and every attribute work as with asyncio's loops) that keep their state in
+ * asyncio's own __slots__. CPython lays slots out in sorted order after the object header,
+ * and __weakref__ after them (before the header from 3.12); module.c checks this layout
+ * against the running asyncio when the module is imported, and refuses to load otherwise. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *args;     /* a tuple; None once cancelled */
+    PyObject *callback; /* None once cancelled */
+    PyObject *cancelled; /* Py_True or Py_False */
+    PyObject *context;
+    PyObject *loop;
+    PyObject *repr;             /* kept at cancel() in debug mode, as asyncio does */
+    PyObject *source_traceback; /* None unless made in debug mode */
+#if PY_VERSION_HEX < 0x030C0000
+    PyObject *weakreflist;
+#endif
+} HandleObject;
+
+typedef struct {
+    HandleObject handle;
+    PyObject *scheduled; /* Py_True while in the reactor's heap */
+    PyObject *when;      /* the deadline as given (asyncio's _when) */
+    /* Ours: the heap orders timers by (deadline, sequence). */
+    double deadline;
+    uint64_t sequence;
+} TimerHandleObject;
+
+/* The two handle types, made when the module is imported. */
+extern PyTypeObject *Handle_Type;
+extern PyTypeObject *TimerHandle_Type;
+extern PyTypeObject Reactor_Type;
+
+#define IS_CANCELLED(handle) (((HandleObject *)(handle))->cancelled == Py_True)
+#define TimerHandle_Check(op) PyObject_TypeCheck((op), TimerHandle_Type)
+#define Reactor_Check(op) PyObject_TypeCheck((op), &Reactor_Type)
+
+/* The exception being raised, taken out of the thread state (a new reference). */
+static inline PyObject *
+fetch_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback != NULL && value != NULL) {
+        PyException_SetTraceback(value, traceback);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(traceback);
+    return value;
+#endif
+}
+
+/* Raise again what fetch_exception() took (steals the reference). */
+static inline void
+restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
+static inline void
+set_flag(PyObject **slot, int value)
+{
+    Py_XSETREF(*slot, Py_NewRef(value ? Py_True : Py_False));
+}
+
+/* handles.c */
+/* A new handle of our type for callback(*args); context NULL or None: a copy of the current
+ * one. */
+HandleObject *handle_new(PyTypeObject *type, PyObject *callback, PyObject *args,
+                         PyObject *loop, PyObject *context, int debug);
+int handles_init(PyObject *module);
+/* Run the callback in its context; errors go to the loop's exception handler. -1 only for
+ * what must stop the loop (SystemExit, KeyboardInterrupt), with the exception set. */
+int handle_run(HandleObject *handle);
+PyObject *handle_cancel_impl(HandleObject *handle);
+
+/* reactor.c */
+int reactor_debug(PyObject *loop); /* the loop's debug flag; -1 on error */
+void reactor_timer_cancelled(PyObject *loop, TimerHandleObject *timer);
+int reactor_module_init(PyObject *module);
+
+#endif
