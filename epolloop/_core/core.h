@@ -106,7 +106,9 @@ set_flag(PyObject **slot, int value)
 /* A new handle of our type for callback(*args); context NULL or None: a copy of the current
  * one. */
 HandleObject *handle_new(PyTypeObject *type, PyObject *callback, PyObject *args,
-                         PyObject *loop, PyObject *context, int debug);
+                         PyObject *loop, PyObject *context, int debug, int track);
+/* Let the collector see a handle made untracked (a no-op if it already does). */
+void handle_track(HandleObject *handle);
 int handles_init(PyObject *module);
 /* Run the callback in its context; errors go to the loop's exception handler. -1 only for
  * what must stop the loop (SystemExit, KeyboardInterrupt), with the exception set. */

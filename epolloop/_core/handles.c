@@ -4,7 +4,16 @@
  * through one), and every call_later a TimerHandle. The types derive from asyncio.Handle and
  * asyncio.TimerHandle and keep their state in asyncio's own slots (core.h), so isinstance,
  * every attribute, repr, comparisons and hashing are asyncio's own code; C adds only the
- * constructor, _run and cancel, which the loop calls all the time.
+ * constructor, _run, cancel and dealloc, which the loop calls all the time.
+ *
+ * Garbage collection: a handle can be part of a cycle (a timeout's handle stored on the object
+ * whose method it calls), so handles are tracked by the collector — but one the reactor made
+ * for call_soon or call_later only once it outlives the reactor's own reference (the ready
+ * queue's or the heap's) with another owner (release_handle in reactor.c), and so with
+ * the context and argument tuple made for it. Until then the reactor owns them and they cannot
+ * be part of unreachable garbage; untracked, the thousands made per second, each with its
+ * context, cost the collector nothing (tracked, a burst of call_soon spent half its time in
+ * the collector).
  */
 #include "core.h"
 
@@ -14,23 +23,64 @@
 PyTypeObject *Handle_Type;
 PyTypeObject *TimerHandle_Type;
 
+/* Freed handles kept for reuse, per type: a call_soon or call_later then costs no
+ * allocation. Hot path, on purpose. */
+#define FREELIST_SIZE 256
+typedef struct {
+    HandleObject *items[FREELIST_SIZE];
+    int length;
+} Freelist;
+static Freelist handle_freelist, timer_freelist;
+
+static inline Freelist *
+freelist_of(PyTypeObject *type)
+{
+    return type == Handle_Type ? &handle_freelist
+           : type == TimerHandle_Type ? &timer_freelist
+                                       : NULL;
+}
+
 HandleObject *
 handle_new(PyTypeObject *type, PyObject *callback, PyObject *args, PyObject *loop,
-           PyObject *context, int debug)
+           PyObject *context, int debug, int track)
 {
-    /* tp_alloc: zeroed (3.12's weakref pointer before the header included) and tracked. */
-    HandleObject *handle = (HandleObject *)type->tp_alloc(type, 0);
-    if (handle == NULL) {
-        return NULL;
+    HandleObject *handle;
+    Freelist *freelist = freelist_of(type);
+    if (freelist != NULL && freelist->length > 0) {
+        handle = freelist->items[--freelist->length];
+        PyObject_Init((PyObject *)handle, type);
     }
+    else {
+        /* Zeroes 3.12's weakref pointer before the header; 3.11's is a slot, set below. */
+        handle = PyObject_GC_New(HandleObject, type);
+        if (handle == NULL) {
+            return NULL;
+        }
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    handle->weakreflist = NULL;
+#endif
     handle->callback = Py_NewRef(callback);
     handle->args = Py_NewRef(args);
     handle->loop = Py_NewRef(loop);
     handle->cancelled = Py_NewRef(Py_False);
     handle->repr = Py_NewRef(Py_None);
-    handle->context = context && context != Py_None ? Py_NewRef(context) : PyContext_CopyCurrent();
-    if (handle->context == NULL) {
-        goto error;
+    handle->source_traceback = NULL;
+    if (type == TimerHandle_Type) {
+        ((TimerHandleObject *)handle)->scheduled = Py_NewRef(Py_False);
+        ((TimerHandleObject *)handle)->when = NULL;
+    }
+    if (context && context != Py_None) {
+        handle->context = Py_NewRef(context);
+    }
+    else {
+        handle->context = PyContext_CopyCurrent();
+        if (handle->context == NULL) {
+            goto error;
+        }
+        if (!track) {
+            PyObject_GC_UnTrack(handle->context); /* ours alone, like the handle */
+        }
     }
     if (debug) {
         /* Where the handle was made: the innermost Python frame is the caller of the loop's
@@ -45,15 +95,69 @@ handle_new(PyTypeObject *type, PyObject *callback, PyObject *args, PyObject *loo
     else {
         handle->source_traceback = Py_NewRef(Py_None);
     }
-    if (type == TimerHandle_Type) {
-        TimerHandleObject *timer = (TimerHandleObject *)handle;
-        timer->scheduled = Py_NewRef(Py_False);
+    if (track) {
+        PyObject_GC_Track(handle);
     }
     return handle;
 
 error:
     Py_DECREF(handle);
     return NULL;
+}
+
+static inline void
+track(PyObject *op)
+{
+    if (op != NULL && PyObject_IS_GC(op) && !PyObject_GC_IsTracked(op)) {
+        PyObject_GC_Track(op);
+    }
+}
+
+void
+handle_track(HandleObject *handle)
+{
+    track(handle->args);
+    track(handle->context);
+    track((PyObject *)handle);
+}
+
+/* Drop a reference to an object made untracked for an untracked handle (its arguments or
+ * context). Tracked again first: it may live on elsewhere, and a context's dealloc expects
+ * to find it tracked. */
+static inline void
+release_made(PyObject **slot)
+{
+    track(*slot);
+    Py_CLEAR(*slot);
+}
+
+static void
+Handle_dealloc(HandleObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    if (PyObject_GC_IsTracked((PyObject *)self)) {
+        PyObject_GC_UnTrack(self);
+    }
+    PyObject_ClearWeakRefs((PyObject *)self);
+    release_made(&self->args);
+    Py_CLEAR(self->callback);
+    Py_CLEAR(self->cancelled);
+    release_made(&self->context);
+    Py_CLEAR(self->loop);
+    Py_CLEAR(self->repr);
+    Py_CLEAR(self->source_traceback);
+    if (type == TimerHandle_Type) {
+        Py_CLEAR(((TimerHandleObject *)self)->scheduled);
+        Py_CLEAR(((TimerHandleObject *)self)->when);
+    }
+    Freelist *freelist = freelist_of(type);
+    if (freelist != NULL && freelist->length < FREELIST_SIZE) {
+        freelist->items[freelist->length++] = self;
+    }
+    else {
+        type->tp_free(self);
+    }
+    Py_DECREF(type); /* instances of heap types own a reference to their type */
 }
 
 /* -- running ---------------------------------------------------------------------------- */
@@ -113,6 +217,11 @@ report_callback_error(HandleObject *self, PyObject *exc)
 int
 handle_run(HandleObject *self)
 {
+    if (self->callback == NULL || self->args == NULL || self->context == NULL) {
+        /* Cleared by the collector, as part of garbage, or never built. */
+        PyErr_SetString(PyExc_RuntimeError, "the handle has been cleared");
+        return -1;
+    }
     /* Our own references: the callback may cancel its handle, which drops the handle's. */
     PyObject *callback = Py_NewRef(self->callback);
     PyObject *args = Py_NewRef(self->args);
@@ -200,7 +309,8 @@ handle_cancel_impl(HandleObject *self)
         Py_XSETREF(self->repr, repr);
     }
     Py_XSETREF(self->callback, Py_NewRef(Py_None));
-    Py_XSETREF(self->args, Py_NewRef(Py_None));
+    release_made(&self->args);
+    self->args = Py_NewRef(Py_None);
     Py_RETURN_NONE;
 }
 
@@ -228,6 +338,7 @@ static PyMethodDef Handle_methods[] = {
 
 static PyType_Slot Handle_slots[] = {
     {Py_tp_doc, "A callback scheduled on the loop: an asyncio.Handle."},
+    {Py_tp_dealloc, Handle_dealloc},
     {Py_tp_methods, Handle_methods},
     {0, NULL},
 };
@@ -241,6 +352,7 @@ static PyType_Spec Handle_spec = {
 
 static PyType_Slot TimerHandle_slots[] = {
     {Py_tp_doc, "A callback due at a loop time: an asyncio.TimerHandle."},
+    {Py_tp_dealloc, Handle_dealloc},
     {Py_tp_methods, Handle_methods},
     {0, NULL},
 };

@@ -130,6 +130,17 @@ ready_push(ReactorObject *self, HandleObject *handle)
     return 0;
 }
 
+/* Drop the queue's reference to a handle it held; a handle that lives on elsewhere may now
+ * be part of a cycle, so the collector is told of it (see handles.c). */
+static inline void
+release_handle(HandleObject *handle)
+{
+    if (Py_REFCNT(handle) > 1) {
+        handle_track(handle);
+    }
+    Py_DECREF(handle);
+}
+
 /* Take the first handle (the reference passes to the caller). */
 static inline HandleObject *
 ready_pop(ReactorObject *self)
@@ -228,7 +239,7 @@ compact_timers(ReactorObject *self)
         TimerHandleObject *timer = self->timers[i];
         if (IS_CANCELLED(timer)) {
             set_flag(&timer->scheduled, 0);
-            Py_DECREF(timer);
+            release_handle(&timer->handle);
         }
         else {
             self->timers[live++] = timer;
@@ -247,7 +258,7 @@ static int
 arm_timerfd(ReactorObject *self)
 {
     while (self->timers_len > 0 && IS_CANCELLED(self->timers[0])) {
-        Py_DECREF(heap_pop(self));
+        release_handle(&heap_pop(self)->handle);
         self->cancelled_timers--;
     }
     if (self->timers_len == 0) {
@@ -433,8 +444,11 @@ schedule_soon(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
     for (Py_ssize_t i = 1; i < nargs; i++) {
         PyTuple_SET_ITEM(callback_args, i - 1, Py_NewRef(args[i]));
     }
+    if (nargs > 1) {
+        PyObject_GC_UnTrack(callback_args); /* tracked with its handle (handles.c) */
+    }
     HandleObject *handle = handle_new(Handle_Type, callback, callback_args, (PyObject *)self,
-                                      context, self->debug);
+                                      context, self->debug, 0);
     Py_DECREF(callback_args);
     if (handle == NULL) {
         return NULL;
@@ -503,8 +517,11 @@ schedule_timer(ReactorObject *self, double deadline, PyObject *when, PyObject *c
     for (Py_ssize_t i = 2; i < nargs; i++) {
         PyTuple_SET_ITEM(callback_args, i - 2, Py_NewRef(args[i]));
     }
+    if (nargs > 2) {
+        PyObject_GC_UnTrack(callback_args); /* tracked with its handle (handles.c) */
+    }
     TimerHandleObject *timer = (TimerHandleObject *)handle_new(
-        TimerHandle_Type, callback, callback_args, (PyObject *)self, context, self->debug);
+        TimerHandle_Type, callback, callback_args, (PyObject *)self, context, self->debug, 0);
     Py_DECREF(callback_args);
     if (timer == NULL) {
         Py_DECREF(when);
@@ -729,7 +746,7 @@ watch(ReactorObject *self, int fd, int direction, PyObject *callback, PyObject *
         }
     }
     HandleObject *handle =
-        handle_new(Handle_Type, callback, args, (PyObject *)self, NULL, self->debug);
+        handle_new(Handle_Type, callback, args, (PyObject *)self, NULL, self->debug, 1);
     watchers = &self->watchers[fd];
     if (handle == NULL) {
         if (watchers->handle[1 - direction] == NULL) {
@@ -979,6 +996,9 @@ dispatch_events(ReactorObject *self, int count)
 static int
 queue_due_timers(ReactorObject *self)
 {
+    if (self->timers_len == 0) {
+        return 0;
+    }
     double now = monotonic_now();
     while (self->timers_len > 0 && self->timers[0]->deadline <= now) {
         TimerHandleObject *timer = heap_pop(self);
@@ -989,7 +1009,7 @@ queue_due_timers(ReactorObject *self)
         else {
             status = ready_push(self, &timer->handle);
         }
-        Py_DECREF(timer);
+        release_handle(&timer->handle);
         if (status < 0) {
             return -1;
         }
@@ -1004,7 +1024,7 @@ run_ready_debug(ReactorObject *self, Py_ssize_t count)
     for (Py_ssize_t i = 0; i < count && self->ready_len > 0; i++) {
         HandleObject *handle = ready_pop(self);
         if (IS_CANCELLED(handle)) {
-            Py_DECREF(handle);
+            release_handle(handle);
             continue;
         }
         Py_XSETREF(self->current_handle, Py_NewRef(handle));
@@ -1028,7 +1048,7 @@ run_ready_debug(ReactorObject *self, Py_ssize_t count)
             }
         }
         Py_CLEAR(self->current_handle);
-        Py_DECREF(handle);
+        release_handle(handle);
         if (status < 0) {
             return -1;
         }
@@ -1080,7 +1100,7 @@ run_once(ReactorObject *self)
     for (Py_ssize_t i = 0; i < ready && self->ready_len > 0; i++) {
         HandleObject *handle = ready_pop(self);
         int status = IS_CANCELLED(handle) ? 0 : handle_run(handle);
-        Py_DECREF(handle);
+        release_handle(handle);
         if (status < 0) {
             return -1;
         }
@@ -1226,12 +1246,13 @@ static void
 release_contents(Contents *contents)
 {
     for (Py_ssize_t i = 0; i < contents->ready_len; i++) {
-        Py_DECREF(contents->ready[(contents->ready_head + i) & (contents->ready_capacity - 1)]);
+        release_handle(
+            contents->ready[(contents->ready_head + i) & (contents->ready_capacity - 1)]);
     }
     PyMem_Free(contents->ready);
     for (Py_ssize_t i = 0; i < contents->timers_len; i++) {
         set_flag(&contents->timers[i]->scheduled, 0);
-        Py_DECREF(contents->timers[i]);
+        release_handle(&contents->timers[i]->handle);
     }
     PyMem_Free(contents->timers);
     for (int fd = 0; fd < contents->watchers_size; fd++) {
