@@ -186,6 +186,7 @@ class Reactor:
         """The epoll instance, watching our timerfd and eventfd (and, later, user fds)."""
         with contextlib.ExitStack() as undo:
             self._epoll = _linux.epoll()
+            self._epoll_fd = self._epoll.fileno()
             undo.callback(self._epoll.close)
             self._timer_fd = _linux.timerfd_create()
             undo.callback(os.close, self._timer_fd)
@@ -241,8 +242,11 @@ class Reactor:
         handle = Handle(callback, args, self, context)
         self._ready.append(handle)
         if self._polling:
-            # The lock (taken only when the loop may sleep) keeps this write from racing
-            # close(): a closed eventfd's number may already belong to another file.
+            # Once: after one write the loop is certain to run its next step (a burst from
+            # another thread would otherwise make a syscall per call). The lock (taken only
+            # when the loop may sleep) keeps the write from racing close(): a closed eventfd's
+            # number may already belong to another file.
+            self._polling = False
             with self._wakeup_lock:
                 if not self._closed:
                     _linux.eventfd_signal(self._wakeup_fd)

@@ -482,9 +482,11 @@ Reactor_call_soon_threadsafe(ReactorObject *self, PyObject *const *args, Py_ssiz
                              PyObject *kwnames)
 {
     HandleObject *handle = schedule_soon(self, args, nargs, kwnames, "call_soon_threadsafe", 0);
-    /* Only while the loop may sleep. The GIL orders this against close(): a closed loop has
-     * already refused the call above. */
+    /* Only while the loop may sleep, and once: after one write the loop is certain to run
+     * its next step (a burst from another thread would otherwise make a syscall per call).
+     * The GIL orders this against close(): a closed loop has refused the call above. */
     if (handle != NULL && self->polling && !self->closed) {
+        self->polling = 0;
         wake_up(self);
     }
     return (PyObject *)handle;
