@@ -9,7 +9,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 CORE_SOURCES = [
-    os.path.join("epolloop", "_core", name) for name in ("module.c", "handles.c", "reactor.c")
+    os.path.join("epolloop", "_core", name)
+    for name in ("module.c", "handles.c", "reactor.c", "stream.c")
 ]
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from . import loop as _loop
+from . import _native
 from .loop import Loop
 
 __all__ = ["EventLoopPolicy", "Loop", "core", "install", "new_event_loop", "run"]
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 #: Which reactor core is live: "c" (the C extension, the default) or "python" (the pure-Python
 #: reference core, where the extension is not built or EPOLLOOP_NO_EXTENSIONS is set).
-core = "python" if _loop._core is None else "c"
+core = "python" if _native.core is None else "c"
 
 _T = TypeVar("_T")
 

@@ -10,7 +10,6 @@ C extension is built and not disabled, else ``PythonLoop``.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import sys
 import threading
 import traceback
@@ -33,25 +32,11 @@ from contextvars import Context
 from typing import Any, TypeVar
 
 from . import _reactor
+from ._native import core as _core
 from .net import Networking
 from .processes import Processes
 from .signals import Signals
-
-# The C core is the default; EPOLLOOP_NO_EXTENSIONS=1 (the convention of aiohttp, yarl and
-# multidict) asks for the pure-Python one, and an install without a compiler has only that.
-_core: Any
-if os.environ.get("EPOLLOOP_NO_EXTENSIONS"):
-    _core = None
-else:
-    try:
-        from . import _core
-    except ImportError as exc:
-        _core = None
-        warnings.warn(
-            f"epolloop runs on its pure-Python core: the C core is not available ({exc})",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+from .transports.stream import CStreamTransport
 
 _T = TypeVar("_T")
 
@@ -441,6 +426,8 @@ if _core is not None:
 
     class CLoop(LoopMethods, _core.Reactor, AbstractEventLoop):
         """An asyncio event loop on epoll, timerfd and eventfd: the C core."""
+
+        _StreamTransport = CStreamTransport
 
     Loop: type[LoopMethods] = CLoop
 else:

@@ -111,6 +111,8 @@ class Networking:
     """The socket-facing half of Loop (a mixin; see the module docstring)."""
 
     _transports: weakref.WeakValueDictionary[int, Any]
+    # The transport of connected stream sockets: the C core's loop sets its own.
+    _StreamTransport: type[StreamTransport] = StreamTransport
 
     # -- fd ownership -------------------------------------------------------------------------
 
@@ -637,7 +639,7 @@ class Networking:
                 ssl_shutdown_timeout=ssl_shutdown_timeout,
             )
         else:
-            transport = StreamTransport(self, sock, protocol, waiter)
+            transport = self._StreamTransport(self, sock, protocol, waiter)
         await connected(transport, waiter)
         return transport, protocol
 
@@ -665,7 +667,7 @@ class Networking:
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
-        StreamTransport(self, sock, tls, extra=extra, server=server)
+        self._StreamTransport(self, sock, tls, extra=extra, server=server)
         return tls._app_transport
 
     async def start_tls(
@@ -1110,7 +1112,7 @@ class Networking:
         protocol = None
         try:
             protocol = server._protocol_factory()
-            StreamTransport(self, conn, protocol, extra=extra, server=server)
+            self._StreamTransport(self, conn, protocol, extra=extra, server=server)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -102,6 +102,12 @@ set_flag(PyObject **slot, int value)
     Py_XSETREF(*slot, Py_NewRef(value ? Py_True : Py_False));
 }
 
+/* module.c: whether asyncio's slot `name` on `type` is an object slot at `offset`. */
+int slot_at(PyObject *type, const char *name, Py_ssize_t offset);
+
+/* stream.c */
+int stream_init(PyObject *module);
+
 /* handles.c */
 /* A new handle of our type for callback(*args); context NULL or None: a copy of the current
  * one. */

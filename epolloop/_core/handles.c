@@ -364,21 +364,6 @@ static PyType_Spec TimerHandle_spec = {
     .slots = TimerHandle_slots,
 };
 
-/* Whether asyncio's slot `name` on `type` is an object slot at `offset`, as core.h says. */
-static int
-slot_at(PyObject *type, const char *name, Py_ssize_t offset)
-{
-    PyObject *descriptor = PyObject_GetAttrString(type, name);
-    if (descriptor == NULL) {
-        return 0;
-    }
-    int matches = Py_IS_TYPE(descriptor, &PyMemberDescr_Type) &&
-                  ((PyMemberDescrObject *)descriptor)->d_member->offset == offset &&
-                  ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX;
-    Py_DECREF(descriptor);
-    return matches;
-}
-
 static int
 layout_matches(PyObject *handle, PyObject *timer_handle)
 {

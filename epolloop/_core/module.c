@@ -1,9 +1,11 @@
-/* epolloop._core: the reactor, its handles (and, later, the stream transport) in C.
+/* epolloop._core: the reactor, its handles and the stream transport's hot paths, in C.
  *
  * Importing it looks up, once, the asyncio helpers the cold paths call (repr, error reports,
  * debug checks), so the wording of every message stays asyncio's.
  */
 #include "core.h"
+
+#include <structmember.h>
 
 CoreGlobals core_globals;
 
@@ -48,10 +50,26 @@ init_globals(void)
     return 0;
 }
 
+/* Whether asyncio's slot `name` on `type` is an object slot at `offset`, as the C core
+ * expects. */
+int
+slot_at(PyObject *type, const char *name, Py_ssize_t offset)
+{
+    PyObject *descriptor = PyObject_GetAttrString(type, name);
+    if (descriptor == NULL) {
+        return 0;
+    }
+    int matches = Py_IS_TYPE(descriptor, &PyMemberDescr_Type) &&
+                  ((PyMemberDescrObject *)descriptor)->d_member->offset == offset &&
+                  ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX;
+    Py_DECREF(descriptor);
+    return matches;
+}
+
 static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "epolloop._core",
-    .m_doc = "The C core of epolloop: the reactor and its handles.",
+    .m_doc = "The C core of epolloop: the reactor, its handles and the stream transport's hot paths.",
     .m_size = -1,
 };
 
@@ -65,7 +83,7 @@ PyInit__core(void)
     if (module == NULL) {
         return NULL;
     }
-    if (handles_init(module) < 0 ||
+    if (handles_init(module) < 0 || stream_init(module) < 0 ||
         PyModule_AddObjectRef(module, "Reactor", (PyObject *)&Reactor_Type) < 0 ||
         reactor_module_init(module) < 0) {
         Py_DECREF(module);

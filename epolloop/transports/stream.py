@@ -12,6 +12,7 @@ import socket
 from asyncio import BufferedProtocol, Protocol, Transport, constants
 from typing import Any
 
+from .._native import core
 from .base import ByteReading, FdTransport, QueuedWriting, socket_extra
 
 
@@ -58,3 +59,16 @@ class StreamTransport(ByteReading, QueuedWriting, FdTransport, Transport):
 
     def _reset_empty_waiter(self) -> None:
         self._empty_waiter = None
+
+
+if core is not None:
+
+    class CStreamTransport(core.StreamTransportBase, StreamTransport):  # type: ignore[misc]
+        """StreamTransport with its hot paths in C (epolloop/_core/stream.c): both read paths
+        and write()'s direct send. Off those paths the C methods call back into the Python
+        parts, write() into QueuedWriting's as _write_slowly."""
+
+        _write_slowly = QueuedWriting.write
+
+else:
+    CStreamTransport = StreamTransport  # type: ignore[misc]
