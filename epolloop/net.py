@@ -113,6 +113,18 @@ class Networking:
     _transports: weakref.WeakValueDictionary[int, Any]
     # The transport of connected stream sockets: the C core's loop sets its own.
     _StreamTransport: type[StreamTransport] = StreamTransport
+    _read_view: memoryview | None = None
+
+    def _read_buffer(self) -> memoryview:
+        """The loop's one 256 KiB buffer for reads that copy out what arrived (byte streams
+        for a Protocol; datagrams: larger than any UDP datagram, as large as most Unix ones).
+        A fresh 256 KiB object per read, as recv(256 KiB) makes, costs glibc an mmap, an
+        mremap and a munmap each time. One per loop, not per process: socket calls release
+        the GIL, and another thread's loop may read meanwhile (the C core's reads do not,
+        and share one buffer)."""
+        if self._read_view is None:
+            self._read_view = memoryview(bytearray(256 * 1024))
+        return self._read_view
 
     # -- fd ownership -------------------------------------------------------------------------
 

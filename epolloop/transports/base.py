@@ -259,8 +259,6 @@ class ByteReading(Reading):
     _fatal_error: Any
     close: Any
 
-    max_size = 256 * 1024  # bytes asked of each read for a Protocol
-
     def set_protocol(self, protocol: Any) -> None:
         # Chosen once here, not tested on every read: which read path this protocol takes.
         replacing = self._protocol is not None
@@ -273,11 +271,13 @@ class ByteReading(Reading):
             self._start_reading()  # the reactor must call the new read path from now on
 
     def _read_bytes(self) -> None:
-        # Hot path: one read and one data_received per readiness event.
+        # Hot path: one read and one data_received per readiness event, through the loop's
+        # read buffer (see Networking._read_buffer).
         if self._conn_lost:
             return
         try:
-            data = self._sock.recv(self.max_size)
+            buffer = self._loop._read_buffer()
+            nbytes = self._sock.recv_into(buffer)
         except (BlockingIOError, InterruptedError):
             return
         except (SystemExit, KeyboardInterrupt):
@@ -285,11 +285,11 @@ class ByteReading(Reading):
         except BaseException as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
-        if not data:
+        if not nbytes:
             self._read_eof()
             return
         try:
-            self._protocol.data_received(data)
+            self._protocol.data_received(buffer[:nbytes].tobytes())
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

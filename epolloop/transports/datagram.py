@@ -35,8 +35,6 @@ class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport,
     ``asyncio.Transport`` (so it can pause and resume reading); the stream-only methods of
     that class are not its own."""
 
-    max_size = 256 * 1024  # bytes asked of each recvfrom(): larger than any UDP datagram
-
     def __init__(
         self,
         loop: Any,
@@ -61,7 +59,8 @@ class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport,
         if self._conn_lost:
             return
         try:
-            data, addr = self._sock.recvfrom(self.max_size)
+            buffer = self._loop._read_buffer()
+            nbytes, addr = self._sock.recvfrom_into(buffer)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -72,7 +71,7 @@ class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport,
         except BaseException as exc:
             self._fatal_error(exc, "Fatal read error on datagram transport")
             return
-        self._protocol.datagram_received(data, addr)
+        self._protocol.datagram_received(buffer[:nbytes].tobytes(), addr)
 
     def get_write_buffer_size(self) -> int:
         return self._buffer_size
