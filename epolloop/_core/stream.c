@@ -141,29 +141,40 @@ Stream_read_into_buffer(StreamObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* write(): bytes sent at once when nothing is queued and the kernel takes them all, the
- * common case; anything else is QueuedWriting.write's (as _write_slowly), from the bytes
- * the kernel did not take. */
+/* write(): sent at once when nothing is queued and the kernel takes it all, the common case;
+ * anything else is QueuedWriting.write's (as _write_slowly), from what the kernel did not
+ * take. bytes, bytearray and contiguous memoryviews take the fast path. */
 static PyObject *
 Stream_write(StreamObject *self, PyObject *data)
 {
     PyObject *rest = NULL;
-    if (PyBytes_CheckExact(data) && !self->eof && !self->closing && !self->conn_lost &&
+    if ((PyBytes_CheckExact(data) || PyByteArray_CheckExact(data) ||
+         PyMemoryView_Check(data)) &&
+        !self->eof && !self->closing && !self->conn_lost &&
         (self->empty_waiter == NULL || self->empty_waiter == Py_None) &&
         (self->buffer == NULL || PyObject_Length(self->buffer) == 0)) {
-        Py_ssize_t length = PyBytes_GET_SIZE(data);
-        ssize_t sent = length ? send(self->fd, PyBytes_AS_STRING(data), (size_t)length,
-                                     MSG_NOSIGNAL)
-                              : 0;
-        if (sent == length) {
-            Py_RETURN_NONE;
+        Py_buffer view;
+        if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear(); /* not contiguous: the slow path copes */
         }
-        if (sent > 0) {
-            PyObject *view = PyMemoryView_FromObject(data);
-            rest = view ? PySequence_GetSlice(view, sent, length) : NULL;
-            Py_XDECREF(view);
-            if (rest == NULL) {
-                return NULL;
+        else {
+            ssize_t sent = view.len ? send(self->fd, view.buf, (size_t)view.len, MSG_NOSIGNAL)
+                                    : 0;
+            Py_ssize_t length = view.len;
+            PyBuffer_Release(&view);
+            if (sent == length) {
+                Py_RETURN_NONE;
+            }
+            if (sent > 0) {
+                /* The rest, in bytes (QueuedWriting copies it if the caller could change it). */
+                PyObject *whole = PyMemoryView_FromObject(data);
+                PyObject *cast = whole ? PyObject_CallMethod(whole, "cast", "s", "B") : NULL;
+                rest = cast ? PySequence_GetSlice(cast, sent, length) : NULL;
+                Py_XDECREF(whole);
+                Py_XDECREF(cast);
+                if (rest == NULL) {
+                    return NULL;
+                }
             }
         }
     }
