@@ -8,6 +8,8 @@
  * frame or three. Everything off those paths (a short send, errors, EOF, close, flow control)
  * goes back to the Python parts, so each behaviour has one copy.
  *
+ * is_closing() is here too: it is asked before every write.
+ *
  * The type derives from asyncio.Transport, whose one slot (_extra) comes first in the
  * layout; module import checks that against the running asyncio, as handles.c does.
  */
@@ -184,6 +186,13 @@ Stream_write(StreamObject *self, PyObject *data)
     return result;
 }
 
+/* Asked before every write by aiohttp and the streams API. */
+static PyObject *
+Stream_is_closing(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->closing);
+}
+
 static int
 Stream_traverse(StreamObject *self, visitproc visit, void *arg)
 {
@@ -218,6 +227,8 @@ Stream_dealloc(StreamObject *self)
 static PyMethodDef Stream_methods[] = {
     {"_read_bytes", (PyCFunction)Stream_read_bytes, METH_NOARGS, NULL},
     {"_read_into_buffer", (PyCFunction)Stream_read_into_buffer, METH_NOARGS, NULL},
+    {"is_closing", (PyCFunction)Stream_is_closing, METH_NOARGS,
+     "Whether the transport is closing or closed."},
     {"write", (PyCFunction)Stream_write, METH_O,
      "Send data, queueing what the kernel does not take at once."},
     {NULL},
