@@ -16,6 +16,10 @@ if os.environ.get("EPOLLOOP_NO_EXTENSIONS"):
 else:
     try:
         from . import _core as core
+
+        if getattr(core, "__file__", None) is None:
+            # Not built: the import found the C sources' directory, a namespace package.
+            raise ImportError("epolloop._core is not built")
     except ImportError as exc:
         core = None
         warnings.warn(

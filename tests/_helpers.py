@@ -21,7 +21,39 @@ from typing import Any
 
 import pytest
 
+import epolloop
+import epolloop.loop
+
 GUARD = 30.0  # seconds: a failure guard, never a synchronisation
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+# -- epolloop's cores -------------------------------------------------------------------------
+
+#: The names epolloop's loops are tested under: "epolloop" is the live core (what
+#: epolloop.new_event_loop() makes: the C core unless it is not built or EPOLLOOP_NO_EXTENSIONS
+#: is set), "epolloop-pure" the pure-Python core beside it.
+EPOLLOOP_NAMES = ("epolloop", "epolloop-pure")
+
+#: A child process's environment addition that makes its epolloop the pure-Python core.
+PURE_CORE_ENV = {"EPOLLOOP_NO_EXTENSIONS": "1"}
+
+
+def epolloop_loops() -> dict[str, LoopFactory]:
+    """epolloop's loops to test by default: the live core, and the pure-Python core beside it
+    when the live one is the C core (on the pure core alone that would test it twice)."""
+    loops: dict[str, LoopFactory] = {"epolloop": epolloop.new_event_loop}
+    if epolloop.core == "c":
+        loops["epolloop-pure"] = epolloop.loop.PythonLoop
+    return loops
+
+
+def env_for(loop_name: str) -> dict[str, str] | None:
+    """The environment of a child process that is to run *loop_name*'s epolloop core: this
+    process's plus PURE_CORE_ENV for "epolloop-pure"; None (inherit) for any other loop."""
+    if loop_name == "epolloop-pure":
+        return {**os.environ, **PURE_CORE_ENV}
+    return None
 
 
 def noop(*args: Any) -> None:

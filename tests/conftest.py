@@ -2,6 +2,12 @@
 installed. ``--loop module:callable`` adds any other loop factory, so the suite doubles as a
 conformance suite for asyncio loops; ``--loops a,b`` keeps only the named ones.
 
+epolloop runs on both of its cores: "epolloop" is the live core (``epolloop.new_event_loop``:
+the C core, unless it is not built or ``EPOLLOOP_NO_EXTENSIONS=1`` is set) and, when that is
+the C core, "epolloop-pure" is the pure-Python core (``epolloop.loop.PythonLoop``) beside it.
+``--loops epolloop-pure`` selects the pure core by name on any build (where the pure core is
+the live one, "epolloop" and "epolloop-pure" are then the same core under two names).
+
 Async tests get their loop from pytest-asyncio, through the ``pytest_asyncio_loop_factories``
 hook below. Synchronous tests that drive a loop themselves take the ``new_loop`` fixture.
 
@@ -10,7 +16,11 @@ handler (the 'asyncio' logger at ERROR) unless it says it expects that with
 ``@pytest.mark.loop_errors``.
 
 A test of a guarantee epolloop makes beyond asyncio's (asyncio leaves the matter undefined or
-gets it wrong) says so with ``@pytest.mark.epolloop_only``: it then runs on epolloop alone.
+gets it wrong) says so with ``@pytest.mark.epolloop_only``: it then runs on epolloop's loops
+alone, those that ``--loops`` kept (all of them when it kept none). Adding
+``@pytest.mark.live_core`` keeps it to the live core unless ``--loops`` names the loops: CPython's
+own asyncio tests do that, which would otherwise double the suite's time
+(``--loops epolloop,epolloop-pure`` runs them on both cores).
 """
 
 from __future__ import annotations
@@ -20,21 +30,17 @@ import importlib
 import logging
 import pathlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from _helpers import no_fd_leaks
+from _helpers import EPOLLOOP_NAMES, LoopFactory, epolloop_loops, no_fd_leaks
 
-import epolloop
-
-LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+import epolloop.loop
 
 
 def _available_loops() -> dict[str, LoopFactory]:
-    loops: dict[str, LoopFactory] = {
-        "epolloop": epolloop.new_event_loop,
-        "asyncio": asyncio.SelectorEventLoop,
-    }
+    loops = epolloop_loops()
+    loops["asyncio"] = asyncio.SelectorEventLoop
     try:
         import uvloop
     except ImportError:
@@ -67,7 +73,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--loops",
         default=None,
         metavar="NAME,...",
-        help="run only on these loops (names: epolloop, asyncio, uvloop, or a --loop spec)",
+        help="run only on these loops (names: epolloop, epolloop-pure, asyncio, uvloop, or a "
+        "--loop spec)",
     )
 
 
@@ -76,7 +83,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "loop_errors: the test expects its loop to log errors (exception handler)"
     )
     config.addinivalue_line(
-        "markers", "epolloop_only: a guarantee beyond asyncio's; runs on epolloop alone"
+        "markers", "epolloop_only: a guarantee beyond asyncio's; runs on epolloop's loops alone"
+    )
+    config.addinivalue_line(
+        "markers",
+        "live_core: with epolloop_only, runs on the live core alone unless --loops chooses",
     )
     loops = _available_loops()
     for spec in config.getoption("--loop"):
@@ -84,21 +95,29 @@ def pytest_configure(config: pytest.Config) -> None:
     wanted = config.getoption("--loops")
     if wanted:
         names = [name.strip() for name in wanted.split(",") if name.strip()]
-        unknown = [name for name in names if name not in loops]
+        # The pure core can be asked for by name even where it is the live one.
+        selectable = {"epolloop-pure": epolloop.loop.PythonLoop, **loops}
+        unknown = [name for name in names if name not in selectable]
         if unknown:
             raise pytest.UsageError(f"--loops: unknown or unavailable loops {unknown}")
-        loops = {name: loops[name] for name in names}
+        loops = {name: selectable[name] for name in names}
     config.stash[_LOOPS] = loops
+    config.stash[_EPOLLOOP_LOOPS] = {
+        name: factory for name, factory in loops.items() if name in EPOLLOOP_NAMES
+    } or epolloop_loops()
 
 
 _LOOPS = pytest.StashKey[dict[str, LoopFactory]]()
+# What epolloop_only tests run on: epolloop's loops among those selected, or all of them.
+_EPOLLOOP_LOOPS = pytest.StashKey[dict[str, LoopFactory]]()
 
 
 def _loops_for(config: pytest.Config, item: pytest.Item) -> dict[str, LoopFactory]:
-    loops = config.stash[_LOOPS]
-    if item.get_closest_marker("epolloop_only") is not None:
+    if item.get_closest_marker("live_core") is not None and not config.getoption("--loops"):
         return {"epolloop": epolloop.new_event_loop}
-    return loops
+    if item.get_closest_marker("epolloop_only") is not None:
+        return config.stash[_EPOLLOOP_LOOPS]
+    return config.stash[_LOOPS]
 
 
 def pytest_asyncio_loop_factories(
@@ -132,12 +151,13 @@ def new_loop(loop_factory: LoopFactory) -> Iterator[LoopFactory]:
 
 @pytest.fixture
 def loop_name(request: pytest.FixtureRequest) -> str:
-    """The name of the loop this test runs on: 'epolloop', 'asyncio', 'uvloop', ..."""
+    """The name of the loop this test runs on: 'epolloop', 'epolloop-pure', 'asyncio',
+    'uvloop', ..."""
     params = request.node.callspec.params
     factory = params.get("loop_factory", params.get("_asyncio_loop_factory"))
-    if factory is epolloop.new_event_loop:
-        return "epolloop"
-    return next(name for name, made in request.config.stash[_LOOPS].items() if made is factory)
+    config = request.config
+    loops = {**config.stash[_EPOLLOOP_LOOPS], **config.stash[_LOOPS]}
+    return next(name for name, made in loops.items() if made is factory)
 
 
 @pytest.fixture

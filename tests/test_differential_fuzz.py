@@ -4,8 +4,9 @@ reference), and the two logs of what ran, in which order, must be the same.
 
 ``EPOLLOOP_FUZZ_EXAMPLES=5000 python -m pytest tests/test_differential_fuzz.py`` runs a long
 fuzz (100 examples otherwise). uvloop is left out on purpose: it rounds timers to whole
-milliseconds (see test_timers.py), so this module compares epolloop with the reference only,
-and its tests make both loops themselves instead of taking the conftest's loop parameter.
+milliseconds (see test_timers.py), so this module compares epolloop with the reference only:
+the fuzz test is epolloop_only (it runs once per epolloop core, taking the conftest's loop
+parameter) and makes the reference loop itself.
 
 What a program does
 -------------------
@@ -74,8 +75,6 @@ import pytest
 from _helpers import no_fd_leaks, var
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
-
-import epolloop
 
 EXAMPLES = int(os.environ.get("EPOLLOOP_FUZZ_EXAMPLES", "100"))
 
@@ -790,6 +789,7 @@ def first_difference(ours: list[Any], reference: list[Any]) -> str:
 # -- the fuzzer -------------------------------------------------------------------------------
 
 
+@pytest.mark.epolloop_only  # compared with stock asyncio, which it makes itself
 @pytest.mark.timeout(max(120, EXAMPLES))  # a long run needs more than the suite's 120 s
 @settings(
     max_examples=EXAMPLES,
@@ -797,10 +797,10 @@ def first_difference(ours: list[Any], reference: list[Any]) -> str:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(programs())
-def test_epolloop_runs_callbacks_in_the_order_asyncio_does(program):
+def test_epolloop_runs_callbacks_in_the_order_asyncio_does(loop_factory, program):
     with no_fd_leaks():
         reference = run_program(asyncio.SelectorEventLoop, program)
-        ours = run_program(epolloop.new_event_loop, program)
+        ours = run_program(loop_factory, program)
     if reference.setup_order() != ours.setup_order():
         event("skipped: a pause in the setup reordered call_later() deadlines")
         return

@@ -232,6 +232,7 @@ def test_set_debug_while_running(new_loop):
 
 _NEW_LOOP_EXPRESSIONS = {
     "epolloop": "epolloop.new_event_loop()",
+    "epolloop-pure": "epolloop.loop.PythonLoop()",
     "asyncio": "asyncio.new_event_loop()",
     "uvloop": "uvloop.new_event_loop()",
 }
@@ -254,7 +255,7 @@ def test_debug_mode_from_environment(loop_factory, loop_name, flags, env, expect
     else:
         make = _NEW_LOOP_EXPRESSIONS[loop_name]
     code = (
-        "import asyncio, epolloop\n"
+        "import asyncio, epolloop.loop\n"
         f"{'import uvloop' if loop_name == 'uvloop' else ''}\n"
         f"loop = {make}\n"
         "print(loop.get_debug())\n"

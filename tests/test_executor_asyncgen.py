@@ -11,6 +11,7 @@ import threading
 import warnings
 
 import pytest
+from _helpers import EPOLLOOP_NAMES
 
 # -- executors --------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ async def test_shutdown_unused_default_executor():
 
 
 async def test_shutdown_default_executor_with_timeout_that_suffices(loop_name):
-    if sys.version_info < (3, 12) and loop_name != "epolloop":
+    if sys.version_info < (3, 12) and loop_name not in EPOLLOOP_NAMES:
         pytest.skip("asyncio's shutdown_default_executor() takes a timeout from 3.12")
     loop = asyncio.get_running_loop()
     _, _, name = await loop.run_in_executor(None, _thread_info, None)
@@ -108,9 +109,9 @@ async def test_shutdown_default_executor_with_timeout_that_suffices(loop_name):
 
 
 async def test_shutdown_default_executor_timeout_warns(loop_name):
-    if sys.version_info < (3, 12) and loop_name != "epolloop":
+    if sys.version_info < (3, 12) and loop_name not in EPOLLOOP_NAMES:
         pytest.skip("asyncio's shutdown_default_executor() takes a timeout from 3.12")
-    if sys.version_info < (3, 12, 3) and loop_name != "epolloop":
+    if sys.version_info < (3, 12, 3) and loop_name not in EPOLLOOP_NAMES:
         pytest.skip(
             "asyncio before 3.12.3 awaits the joining thread before applying the timeout "
             "(gh-111358)"

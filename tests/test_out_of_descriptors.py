@@ -23,7 +23,7 @@ import subprocess
 import time
 
 import pytest
-from _helpers import GUARD, Child
+from _helpers import GUARD, Child, env_for
 
 LIMIT = 64
 CLIENTS = 150
@@ -87,8 +87,11 @@ def _echoes(clients: set[socket.socket], count: int) -> set[socket.socket]:
 
 
 @pytest.mark.epolloop_only
-def test_a_server_out_of_descriptors_serves_on_reports_once_and_catches_up() -> None:
-    with Child(_SERVER, stdin=subprocess.PIPE) as child:
+def test_a_server_out_of_descriptors_serves_on_reports_once_and_catches_up(
+    loop_factory: object, loop_name: str
+) -> None:
+    # The server runs in the child on the core named (EPOLLOOP_NO_EXTENSIONS for the pure one).
+    with Child(_SERVER, stdin=subprocess.PIPE, env=env_for(loop_name)) as child:
         port, base = map(int, child.next_line().split())
         clients = {socket.create_connection(("127.0.0.1", port)) for _ in range(CLIENTS)}
         try:

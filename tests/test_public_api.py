@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 import subprocess
 import sys
@@ -13,8 +14,10 @@ import threading
 import warnings
 
 import pytest
+from _helpers import PURE_CORE_ENV, env_for
 
 import epolloop
+import epolloop.loop
 
 
 async def _loop_info(value="result"):
@@ -168,6 +171,8 @@ _RUNNERS = {
     "asyncio": "asyncio.run",
     "epolloop": "epolloop.run",
 }
+if epolloop.core == "c":
+    _RUNNERS["epolloop-pure"] = "epolloop.run"  # in a child with EPOLLOOP_NO_EXTENSIONS=1
 
 _WAIT_FOREVER = """
 async def main():
@@ -186,9 +191,10 @@ async def main():
 
 
 def _run_and_interrupt(runner: str, main: str) -> subprocess.CompletedProcess[str]:
-    code = f"import asyncio, epolloop\n{main}\nprint({runner}(main()), flush=True)\n"
+    code = f"import asyncio, epolloop\n{main}\nprint({_RUNNERS[runner]}(main()), flush=True)\n"
     with subprocess.Popen(
         [sys.executable, "-c", code],
+        env=env_for(runner),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -208,7 +214,7 @@ def _run_and_interrupt(runner: str, main: str) -> subprocess.CompletedProcess[st
 
 @pytest.mark.parametrize("runner", list(_RUNNERS))
 def test_ctrl_c_interrupts_main(runner):
-    result = _run_and_interrupt(_RUNNERS[runner], _WAIT_FOREVER)
+    result = _run_and_interrupt(runner, _WAIT_FOREVER)
     assert result.returncode not in (0, -signal.SIGKILL)
     assert "KeyboardInterrupt" in result.stderr
     assert result.stdout == ""
@@ -216,7 +222,68 @@ def test_ctrl_c_interrupts_main(runner):
 
 @pytest.mark.parametrize("runner", list(_RUNNERS))
 def test_ctrl_c_cancels_main_which_may_return(runner):
-    result = _run_and_interrupt(_RUNNERS[runner], _CATCH_CANCELLED)
+    result = _run_and_interrupt(runner, _CATCH_CANCELLED)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "cleaned up\n"
     assert "KeyboardInterrupt" not in result.stderr
+
+
+# -- the cores --------------------------------------------------------------------------------
+
+_SAY_CORE = """
+import importlib.machinery
+import epolloop, epolloop.loop
+
+try:
+    from epolloop import _core
+except ImportError:
+    built = False
+else:
+    # The extension module, not a directory of its sources found as a namespace package.
+    origin = getattr(_core.__spec__, "origin", None) or ""
+    built = origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+loop = epolloop.new_event_loop()
+classes = {epolloop.loop.PythonLoop: "PythonLoop", getattr(epolloop.loop, "CLoop", None): "CLoop"}
+print(epolloop.core, classes.get(type(loop)), classes.get(epolloop.Loop), built)
+loop.close()
+"""
+
+
+def _core_in_child(**env: str) -> list[str]:
+    """What a child process's epolloop says: its core, the class of new_event_loop()'s loop
+    and of epolloop.Loop, and whether the C extension module imports there."""
+    child_env = {k: v for k, v in os.environ.items() if k != "EPOLLOOP_NO_EXTENSIONS"}
+    result = subprocess.run(
+        [sys.executable, "-c", _SAY_CORE],
+        env={**child_env, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_no_extensions_forces_the_pure_core():
+    core, loop_class, loop_alias, _ = _core_in_child(**PURE_CORE_ENV)
+    assert (core, loop_class, loop_alias) == ("python", "PythonLoop", "PythonLoop")
+
+
+def test_the_c_core_is_live_where_the_extension_imports():
+    core, loop_class, loop_alias, built = _core_in_child()
+    if built == "True":
+        assert (core, loop_class, loop_alias) == ("c", "CLoop", "CLoop")
+    else:
+        assert (core, loop_class, loop_alias) == ("python", "PythonLoop", "PythonLoop")
+
+
+def test_core_names_the_live_loop_class():
+    # This process's epolloop (EPOLLOOP_NO_EXTENSIONS is as the run was started).
+    assert epolloop.core in ("c", "python")
+    expected = epolloop.loop.PythonLoop if epolloop.core == "python" else epolloop.loop.CLoop
+    assert epolloop.Loop is expected
+    loop = epolloop.new_event_loop()
+    try:
+        assert type(loop) is expected
+    finally:
+        loop.close()

@@ -1,5 +1,17 @@
 """epolloop only: the kernel layer (_linux) and the reactor's own guarantees (DESIGN.md, "The
-reactor contract"). These use epolloop directly and are not run on the other loops.
+reactor contract"). These use epolloop directly and are not run on the other loops; the reactor
+tests run on each epolloop core (the conftest's epolloop loops: "epolloop", the live core, and
+"epolloop-pure" beside the C core).
+
+Both cores offer the same view of their insides, and these tests use nothing else:
+``loop._timers`` (the heap: a list of (deadline, sequence, TimerHandle); the C core returns a
+fresh copy at each access, so read it again after every step and never change it),
+``loop._watchers`` (fd -> [reader handle or None, writer handle or None]; a copy too), the
+kernel objects' numbers ``loop._epoll_fd``, ``loop._timer_fd`` and ``loop._wakeup_fd``, and
+``loop._run_once()``. What the reactor did with its kernel objects is asked of the kernel:
+/proc/self/fdinfo shows a timerfd's deadline and the flags of its last timerfd_settime, and an
+eventfd's counter; /proc/self/task/<tid>/syscall the syscall a thread is blocked in, and
+/proc/thread-self/io how many write(2)s the calling thread has made.
 
 Steps are driven by hand with ``loop._run_once()`` where a test needs to see one iteration.
 A blocking step (epoll_wait with timeout -1) is made to return at once by keeping a
@@ -11,22 +23,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import gc
 import importlib.util
+import math
 import os
+import platform
 import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import NamedTuple
 
 import pytest
-from _helpers import GUARD, socketpair_at
+from _helpers import GUARD, LoopFactory, socketpair_at
 
 import epolloop
 from epolloop import _linux
+
+# Every loop test here runs on each of epolloop's cores (the `loop_factory` parameter).
+pytestmark = pytest.mark.epolloop_only
 
 
 def _fd_count() -> int:
@@ -47,10 +65,10 @@ def _readable(fd: int, timeout: float = 0) -> bool:
 
 
 @pytest.fixture
-def loop() -> Iterator[epolloop.Loop]:
-    loop = epolloop.new_event_loop()
+def loop(loop_factory: LoopFactory) -> Iterator[epolloop.Loop]:
+    loop = loop_factory()
     try:
-        yield loop
+        yield loop  # type: ignore[misc]
     finally:
         loop.close()
 
@@ -232,91 +250,214 @@ def test_eventfd_errors_surface_as_oserror() -> None:
     assert info.value.errno == errno.EBADF
 
 
+# -- what the reactor did with its kernel objects, asked of the kernel -----------------------
+
+
+def _fdinfo(fd: int) -> dict[str, str]:
+    """The kernel's /proc/self/fdinfo entries for *fd*."""
+    with open(f"/proc/self/fdinfo/{fd}") as info:
+        return {
+            key.strip(): value.strip() for key, _, value in (line.partition(":") for line in info)
+        }
+
+
+class _Timerfd(NamedTuple):
+    flags: int  # the flags of the last timerfd_settime (0 if there was none)
+    # Bounds of the armed absolute deadline (ns of CLOCK_MONOTONIC); None if not armed.
+    deadline: tuple[int, int] | None
+
+
+def _timerfd(fd: int) -> _Timerfd:
+    # fdinfo tells the time left; the clock read on both sides bounds the absolute deadline.
+    before = time.monotonic_ns()
+    info = _fdinfo(fd)
+    after = time.monotonic_ns()
+    seconds, nanoseconds = map(int, info["it_value"].strip("()").split(","))
+    left = seconds * 1_000_000_000 + nanoseconds
+    return _Timerfd(int(info["settime flags"], 8), (before + left, after + left) if left else None)
+
+
+def _ns(when: float) -> int:
+    return math.ceil(when * 1e9)
+
+
+def _armed_for(fd: int, when: float) -> bool:
+    """Whether the timerfd *fd* is armed for the deadline *when* (loop.time() seconds)."""
+    deadline = _timerfd(fd).deadline
+    # 1 us of slack for the cores' conversions of a float deadline to nanoseconds.
+    return deadline is not None and deadline[0] - 1000 <= _ns(when) <= deadline[1] + 1000
+
+
+# Flags no core uses: TFD_TIMER_CANCEL_ON_SET does nothing on CLOCK_MONOTONIC, but fdinfo shows
+# it among the flags of the last timerfd_settime until the next call replaces them.
+_MARK = _linux.TFD_TIMER_ABSTIME | 2
+
+
+@functools.cache
+def _ctypes_linux() -> ModuleType:
+    return _load_ctypes_linux()
+
+
+def _mark(fd: int, when: float | None) -> None:
+    """Set the timerfd *fd* again to the deadline it holds (*when*; None: disarmed), with the
+    _MARK flags: until the reactor calls timerfd_settime itself, _rearmed() is False."""
+    linux = _ctypes_linux()
+    seconds, nanoseconds = divmod(0 if when is None else _ns(when), 1_000_000_000)
+    spec = linux._Itimerspec(it_value=linux._Timespec(seconds, nanoseconds))
+    if linux._timerfd_settime(fd, _MARK, spec, None) < 0:
+        linux._raise_errno()
+    assert not _rearmed(fd)
+
+
+def _rearmed(fd: int) -> bool:
+    """Whether the reactor has called timerfd_settime on *fd* since _mark()."""
+    return _timerfd(fd).flags != _MARK
+
+
+def _eventfd_count(fd: int) -> int:
+    """The eventfd's counter: what was written to it since it was last read."""
+    return int(_fdinfo(fd)["eventfd-count"], 16)
+
+
+def _writes_by_this_thread() -> int:
+    """How many write(2)-family syscalls the calling thread has made (the kernel's per-task I/O
+    accounting)."""
+    with open("/proc/thread-self/io") as io:
+        counts = dict(line.split(":") for line in io)
+    return int(counts["syscw"])
+
+
+needs_write_counts = pytest.mark.skipif(
+    not os.path.exists("/proc/thread-self/io"),
+    reason="the kernel keeps no per-task I/O counts (CONFIG_TASK_IO_ACCOUNTING)",
+)
+
+# The syscalls a loop can wait in (epoll_wait, epoll_pwait, epoll_pwait2) on this machine.
+_EPOLL_WAITS = {"x86_64": {232, 281, 441}, "aarch64": {22, 441}}.get(platform.machine())
+
+needs_epoll_wait_numbers = pytest.mark.skipif(
+    _EPOLL_WAITS is None,
+    reason=f"the epoll_wait syscall numbers of {platform.machine()} are not listed here",
+)
+
+
+def _in_epoll_wait(native_id: int) -> bool:
+    """Whether the thread *native_id* (threading.get_native_id()) is inside an epoll wait."""
+    assert _EPOLL_WAITS is not None
+    with open(f"/proc/self/task/{native_id}/syscall") as syscall:
+        number = syscall.read().split()[0]  # "running" unless blocked in a syscall
+    return number.isdigit() and int(number) in _EPOLL_WAITS
+
+
+def _wait_until(predicate: Callable[[], bool], what: str) -> None:
+    """Poll (from a thread other than the loop's) until predicate() holds; GUARD bounds it."""
+    deadline = time.monotonic() + GUARD
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {GUARD} s")
+        time.sleep(0.001)
+
+
 # -- timers ----------------------------------------------------------------------------------
 
 
-def _spy_on(monkeypatch: pytest.MonkeyPatch, name: str, record: Callable[..., object]) -> None:
-    """For the test, _linux.<name> first calls *record* with its arguments, then does its job."""
-    real = getattr(_linux, name)
-
-    def spy(*args: Any) -> Any:
-        record(*args)
-        return real(*args)
-
-    monkeypatch.setattr(_linux, name, spy)
-
-
-@pytest.fixture
-def armed_deadlines(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every deadline handed to the kernel (timerfd_arm_at), in order."""
-    deadlines: list[float] = []
-    _spy_on(monkeypatch, "timerfd_arm_at", lambda fd, deadline: deadlines.append(deadline))
-    return deadlines
-
-
 def test_timerfd_rearmed_only_for_an_earlier_deadline(
-    loop: epolloop.Loop, wake: socket.socket, armed_deadlines: list[float]
+    loop: epolloop.Loop, wake: socket.socket
 ) -> None:
+    fd = loop._timer_fd
     now = loop.time()
     earliest = loop.call_at(now + 1000, pytest.fail, "must not run")
     loop._run_once()
-    assert armed_deadlines == [now + 1000]
+    assert _armed_for(fd, now + 1000)
+    _mark(fd, now + 1000)
 
     later = [loop.call_at(now + 2000 + i, pytest.fail, "must not run") for i in range(1000)]
     for _ in range(3):
         loop._run_once()
-    assert armed_deadlines == [now + 1000], "later timers re-armed the timerfd"
+    assert not _rearmed(fd), "later timers re-armed the timerfd"
 
     # The earliest goes away: the armed deadline is left to fire early, no syscall now.
     earliest.cancel()
     loop._run_once()
     loop._run_once()
-    assert armed_deadlines == [now + 1000], "a later earliest deadline re-armed the timerfd"
+    assert not _rearmed(fd), "a later earliest deadline re-armed the timerfd"
+    assert _armed_for(fd, now + 1000)
 
     sooner = loop.call_at(now + 500, pytest.fail, "must not run")
     loop._run_once()
-    assert armed_deadlines == [now + 1000, now + 500]
+    assert _rearmed(fd)
+    assert _armed_for(fd, now + 500)
+    _mark(fd, now + 500)
     loop._run_once()
-    assert len(armed_deadlines) == 2
+    assert not _rearmed(fd)
     for timer in [sooner, *later]:
         timer.cancel()
 
 
-def test_timerfd_that_fires_early_is_rearmed_for_the_live_deadline(
-    loop: epolloop.Loop, armed_deadlines: list[float]
-) -> None:
-    fired = []
+@needs_epoll_wait_numbers
+def test_timerfd_that_fires_early_is_rearmed_for_the_live_deadline(loop: epolloop.Loop) -> None:
+    fd = loop._timer_fd
+    loop_thread = threading.get_native_id()
     now = loop.time()
     doomed = loop.call_at(now + 0.02, pytest.fail, "cancelled: must not run")
-    loop.call_at(now + 0.05, fired.append, "live")
-    loop.call_at(now + 0.05, loop.stop)
+    live = loop.call_at(now + 1000, pytest.fail, "must not run: the test stops the loop first")
+    armed_for_doomed: list[bool] = []
+    armed_for_live: list[bool] = []
+    failures: list[BaseException] = []
+
+    def watch() -> None:
+        # The timerfd fires early, the loop finds nothing due, arms it again and sleeps.
+        try:
+            _wait_until(
+                lambda: _rearmed(fd) and _in_epoll_wait(loop_thread),
+                "the loop sleeping with the timerfd armed again",
+            )
+            armed_for_live.append(_armed_for(fd, now + 1000))
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+    watcher = threading.Thread(target=watch)
+
     # Data already waiting: the first step arms the timerfd for `doomed` on its way into
     # epoll_wait, which returns at once with the reader, which cancels `doomed`.
     rx, tx = socket.socketpair()
 
     def cancel_doomed() -> None:
-        rx.recv(1)
-        loop.remove_reader(rx)
-        doomed.cancel()
+        try:
+            rx.recv(1)
+            loop.remove_reader(rx)
+            # (Unless a loaded machine let its deadline pass before this first step ended.)
+            armed_for_doomed.append(_armed_for(fd, now + 0.02) or loop.time() >= now + 0.02)
+            doomed.cancel()
+            _mark(fd, now + 0.02)
+        finally:
+            watcher.start()  # which stops the loop in any case
 
     try:
         tx.send(b"x")
         loop.add_reader(rx, cancel_doomed)
         loop.run_forever()
     finally:
+        if watcher.is_alive():
+            watcher.join(GUARD)
         rx.close()
         tx.close()
-    assert fired == ["live"]
+        live.cancel()
+    assert not failures, failures
     # Armed for the cancelled timer, which fired early and found nothing; then for the live one.
-    assert armed_deadlines == [now + 0.02, now + 0.05]
+    assert armed_for_doomed == [True]
+    assert armed_for_live == [True]
 
 
-def test_timerfd_not_armed_without_timers(
-    loop: epolloop.Loop, wake: socket.socket, armed_deadlines: list[float]
-) -> None:
+def test_timerfd_not_armed_without_timers(loop: epolloop.Loop, wake: socket.socket) -> None:
+    fd = loop._timer_fd
+    _mark(fd, None)
     for _ in range(3):
         loop._run_once()
-    assert armed_deadlines == []
+    assert not _rearmed(fd)
+    assert _timerfd(fd).deadline is None
 
 
 def test_timerfd_wakes_blocking_loop_not_before_deadline(loop: epolloop.Loop) -> None:
@@ -419,21 +560,11 @@ def test_cancelled_earliest_timer_does_not_run_and_next_one_does(loop: epolloop.
 # -- cross-thread wake-ups -------------------------------------------------------------------
 
 
-@pytest.fixture
-def eventfd_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The fd of every eventfd_signal call (a write to the wake-up eventfd), in order."""
-    fds: list[int] = []
-    _spy_on(monkeypatch, "eventfd_signal", fds.append)
-    return fds
-
-
-def test_threadsafe_calls_while_busy_do_not_write_eventfd(
-    loop: epolloop.Loop, eventfd_writes: list[int]
-) -> None:
+def test_threadsafe_calls_while_busy_do_not_write_eventfd(loop: epolloop.Loop) -> None:
     total = 10_000
     busy = threading.Event()
     finished_calling = threading.Event()
-    writes_while_busy: list[int] = []
+    written_while_busy: list[int] = []
     ran = 0
 
     def callback() -> None:
@@ -446,12 +577,13 @@ def test_threadsafe_calls_while_busy_do_not_write_eventfd(
         assert busy.wait(GUARD)
         for _ in range(total):
             loop.call_soon_threadsafe(callback)
-        writes_while_busy.append(len(eventfd_writes))
         finished_calling.set()
 
     def keep_loop_busy() -> None:
         busy.set()
         assert finished_calling.wait(GUARD), "the other thread never finished"
+        # Busy here, the loop has not read the eventfd: its counter holds every write.
+        written_while_busy.append(_eventfd_count(loop._wakeup_fd))
 
     thread = threading.Thread(target=other_thread)
     thread.start()
@@ -463,36 +595,26 @@ def test_threadsafe_calls_while_busy_do_not_write_eventfd(
         busy.set()
         thread.join(GUARD)
     assert ran == total
-    assert writes_while_busy == [0]
-    assert len(eventfd_writes) == 0
+    assert written_while_busy == [0]
 
 
-class PollSpy:
-    """Stands in for the loop's epoll object: sets ``blocking`` just before a blocking wait."""
-
-    def __init__(self, epoll: select.epoll) -> None:
-        self._epoll = epoll
-        self.blocking = threading.Event()
-
-    def poll(self, timeout: float = -1, maxevents: int = -1) -> list[tuple[int, int]]:
-        if timeout is None or timeout < 0:
-            self.blocking.set()
-        return self._epoll.poll(timeout, maxevents)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._epoll, name)
-
-
-def test_threadsafe_call_while_blocked_wakes_the_loop_with_one_write(
-    loop: epolloop.Loop, eventfd_writes: list[int]
-) -> None:
-    spy = PollSpy(loop._epoll)
-    loop._epoll = spy  # type: ignore[assignment]
+@needs_epoll_wait_numbers
+@needs_write_counts
+def test_threadsafe_call_while_blocked_wakes_the_loop_with_one_write(loop: epolloop.Loop) -> None:
+    loop_thread = threading.get_native_id()
     ran: list[int] = []
+    writes: list[int] = []
+    failures: list[BaseException] = []
 
     def other_thread() -> None:
-        assert spy.blocking.wait(GUARD)
-        loop.call_soon_threadsafe(lambda: (ran.append(threading.get_ident()), loop.stop()))
+        try:
+            _wait_until(lambda: _in_epoll_wait(loop_thread), "the loop blocking in epoll_wait")
+            before = _writes_by_this_thread()
+            loop.call_soon_threadsafe(lambda: (ran.append(threading.get_ident()), loop.stop()))
+            writes.append(_writes_by_this_thread() - before)
+        except BaseException as exc:
+            failures.append(exc)
+            loop.call_soon_threadsafe(loop.stop)
 
     thread = threading.Thread(target=other_thread)
     thread.start()
@@ -500,22 +622,29 @@ def test_threadsafe_call_while_blocked_wakes_the_loop_with_one_write(
         loop.run_forever()  # nothing to do: blocks until the other thread's call
     finally:
         thread.join(GUARD)
-        loop._epoll = spy._epoll
+    assert not failures, failures
     assert ran == [threading.get_ident()]
-    assert len(eventfd_writes) == 1
+    assert writes == [1]
     assert not _readable(loop._wakeup_fd), "the eventfd was not drained"
 
 
-def test_threadsafe_call_from_loop_thread_does_not_write(
-    loop: epolloop.Loop, eventfd_writes: list[int]
-) -> None:
+def test_threadsafe_call_from_loop_thread_does_not_write(loop: epolloop.Loop) -> None:
     ran: list[int] = []
+    written: list[int] = []
+
+    def from_a_callback() -> None:
+        for i in range(100, 200):
+            loop.call_soon_threadsafe(ran.append, i)
+        written.append(_eventfd_count(loop._wakeup_fd))
+        loop.call_soon(loop.stop)
+
     for i in range(100):
         loop.call_soon_threadsafe(ran.append, i)
-    loop.call_soon(loop.stop)
+    written.append(_eventfd_count(loop._wakeup_fd))
+    loop.call_soon(from_a_callback)
     loop.run_forever()
-    assert ran == list(range(100))
-    assert len(eventfd_writes) == 0
+    assert ran == list(range(200))
+    assert written == [0, 0]
 
 
 # -- fairness --------------------------------------------------------------------------------
@@ -691,19 +820,30 @@ def test_failed_add_on_stale_entry_reused_by_regular_file(loop: epolloop.Loop, t
     assert old_calls == []
 
 
+@contextlib.contextmanager
+def _loops_epoll(loop: epolloop.Loop) -> Iterator[select.epoll]:
+    """The loop's epoll instance, through a dup of its fd (closed afterwards)."""
+    epoll = select.epoll.fromfd(os.dup(loop._epoll_fd))
+    try:
+        yield epoll
+    finally:
+        epoll.close()
+
+
 def test_one_registration_carries_both_directions(loop: epolloop.Loop) -> None:
     a, b = socket.socketpair()
     try:
-        loop.add_reader(a, lambda: None)
-        loop.add_writer(a, lambda: None)
-        # epoll knows the fd once: registering it again is refused by the kernel.
-        with pytest.raises(FileExistsError):
-            loop._epoll.register(a.fileno(), select.EPOLLIN)
-        loop.remove_reader(a)
-        loop.remove_writer(a)
-        # Fully removed: the kernel forgot it too.
-        loop._epoll.register(a.fileno(), select.EPOLLIN)
-        loop._epoll.unregister(a.fileno())
+        with _loops_epoll(loop) as epoll:
+            loop.add_reader(a, lambda: None)
+            loop.add_writer(a, lambda: None)
+            # epoll knows the fd once: registering it again is refused by the kernel.
+            with pytest.raises(FileExistsError):
+                epoll.register(a.fileno(), select.EPOLLIN)
+            loop.remove_reader(a)
+            loop.remove_writer(a)
+            # Fully removed: the kernel forgot it too.
+            epoll.register(a.fileno(), select.EPOLLIN)
+            epoll.unregister(a.fileno())
     finally:
         a.close()
         b.close()
@@ -712,10 +852,10 @@ def test_one_registration_carries_both_directions(loop: epolloop.Loop) -> None:
 # -- kernel objects and fd leaks -------------------------------------------------------------
 
 
-def test_close_releases_epoll_timerfd_and_eventfd() -> None:
-    loop = epolloop.new_event_loop()
+def test_close_releases_epoll_timerfd_and_eventfd(loop_factory: LoopFactory) -> None:
+    loop: epolloop.Loop = loop_factory()  # type: ignore[assignment]
     try:
-        fds = [loop._epoll.fileno(), loop._timer_fd, loop._wakeup_fd]
+        fds = [loop._epoll_fd, loop._timer_fd, loop._wakeup_fd]
         assert all(_is_open(fd) for fd in fds)
     finally:
         loop.close()
@@ -723,11 +863,11 @@ def test_close_releases_epoll_timerfd_and_eventfd() -> None:
     loop.close()  # idempotent, and closes nothing twice
 
 
-def test_hundred_loops_leak_no_fds() -> None:
+def test_hundred_loops_leak_no_fds(loop_factory: LoopFactory) -> None:
     gc.collect()
     before = _fd_count()
     for i in range(100):
-        loop = epolloop.new_event_loop()
+        loop = loop_factory()
         try:
             if i == 0:
                 assert _fd_count() == before + 3  # the count does see a loop's fds
@@ -736,7 +876,7 @@ def test_hundred_loops_leak_no_fds() -> None:
     assert _fd_count() == before
 
 
-def test_thousand_loops_run_and_closed_leak_no_fds() -> None:
+def test_thousand_loops_run_and_closed_leak_no_fds(loop_factory: LoopFactory) -> None:
     gc.collect()
     before = _fd_count()
 
@@ -746,7 +886,7 @@ def test_thousand_loops_run_and_closed_leak_no_fds() -> None:
         return await fut
 
     for _ in range(1000):
-        epolloop_loop = epolloop.new_event_loop()
+        epolloop_loop = loop_factory()
         try:
             assert epolloop_loop.run_until_complete(tick()) == 1
         finally:
@@ -755,10 +895,10 @@ def test_thousand_loops_run_and_closed_leak_no_fds() -> None:
     assert _fd_count() == before
 
 
-def test_unclosed_loop_releases_fds_when_collected() -> None:
+def test_unclosed_loop_releases_fds_when_collected(loop_factory: LoopFactory) -> None:
     gc.collect()
     before = _fd_count()
-    loop = epolloop.new_event_loop()
+    loop = loop_factory()
     assert _fd_count() == before + 3
     with pytest.warns(ResourceWarning, match="unclosed event loop"):
         del loop

@@ -472,6 +472,7 @@ def test_closed_loop(new_loop):
 
 _LOOP_FACTORIES = {
     "epolloop": ("import epolloop", "epolloop.new_event_loop"),
+    "epolloop-pure": ("import epolloop.loop", "epolloop.loop.PythonLoop"),
     "asyncio": ("", "asyncio.SelectorEventLoop"),
     "uvloop": ("import uvloop", "uvloop.new_event_loop"),
 }

@@ -1,6 +1,7 @@
 """CPython's own asyncio test suite (``test.test_asyncio``) run on epolloop.
 
-Each module in MODULES runs through unittest inside one pytest test, with epolloop as the loop:
+Each module in MODULES runs through unittest inside one pytest test, with epolloop as the loop
+(on the live core; ``--loops epolloop,epolloop-pure`` runs them on both, see conftest.py):
 
 * asyncio's default policy is epolloop's: it is patched in where asyncio creates its default
   policy, so it survives the ``set_event_loop_policy(None)`` that stdlib tests do in their
@@ -193,12 +194,13 @@ ONLY_IN: dict[str, set[int]] = {
 # -- epolloop as the loop -------------------------------------------------------------------
 
 _loops_made = 0  # epolloop loops made by the tests: how a test is known to run on epolloop
+_loop_factory: Callable[[], Any] = epolloop.new_event_loop  # the core run_module runs on
 
 
 def new_loop() -> epolloop.Loop:
     global _loops_made
     _loops_made += 1
-    return epolloop.new_event_loop()
+    return _loop_factory()
 
 
 class _Policy(epolloop.EventLoopPolicy):
@@ -513,8 +515,10 @@ class _Recorder(unittest.TestResult):
         self._record(test, "unexpected success")
 
 
-def run_module(name: str) -> Report:
-    """Run test.test_asyncio.<name> on epolloop (ModuleNotFoundError if this Python lacks it)."""
+def run_module(name: str, loop_factory: Callable[[], Any] = epolloop.new_event_loop) -> Report:
+    """Run test.test_asyncio.<name> on epolloop loops made by *loop_factory* (the live core's by
+    default); ModuleNotFoundError if this Python lacks the module."""
+    global _loop_factory
     module = importlib.import_module(f"{PACKAGE}.{name}")
     report = Report(name)
     tests = list(_module_tests(module))
@@ -534,20 +538,26 @@ def run_module(name: str) -> Report:
         and sys.version_info.minor in ONLY_IN.get(test_id, (sys.version_info.minor,))
     ]
     started = time.monotonic()
-    with _epolloop_everywhere(module), _sigalrm_lent():
-        unittest.TestSuite(to_run).run(_Recorder(report))
+    _loop_factory = loop_factory
+    try:
+        with _epolloop_everywhere(module), _sigalrm_lent():
+            unittest.TestSuite(to_run).run(_Recorder(report))
+    finally:
+        _loop_factory = epolloop.new_event_loop
     report.seconds = time.monotonic() - started
     return report
 
 
+@pytest.mark.epolloop_only
+@pytest.mark.live_core  # both cores: --loops epolloop,epolloop-pure (about 4 minutes more)
 @pytest.mark.loop_errors  # the stdlib tests provoke loop errors and check them themselves
 # A whole module in one pytest test: test_tasks alone runs 30 s on an idle machine and past
 # 120 s on a loaded one. Each of its tests has its own hang guard (TIME_LIMIT).
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", MODULES)
-def test_stdlib_module(name: str) -> None:
+def test_stdlib_module(loop_factory: Callable[[], Any], name: str) -> None:
     try:
-        report = run_module(name)
+        report = run_module(name, loop_factory)
     except ModuleNotFoundError as exc:
         if exc.name not in (f"{PACKAGE}.{name}", "test", PACKAGE):
             raise
