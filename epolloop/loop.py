@@ -61,7 +61,7 @@ def _format_handle(handle: events.Handle) -> str:
 class LoopMethods(Networking, Processes, Signals):
     """Everything an asyncio loop is above the reactor. A loop class puts it before a core's
     Reactor (whose scheduling methods it inherits) and AbstractEventLoop (last, so that none of
-    its NotImplementedError methods hides the reactor's)."""
+    its abstract methods, which only raise, hides the reactor's)."""
 
     def __init__(self) -> None:
         super().__init__()  # the reactor's
