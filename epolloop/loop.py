@@ -428,6 +428,8 @@ if _core is not None:
         """An asyncio event loop on epoll, timerfd and eventfd: the C core."""
 
         _StreamTransport = CStreamTransport
+        _recv_now = staticmethod(_core.recv_now)
+        _send_now = staticmethod(_core.send_now)
 
     Loop: type[LoopMethods] = CLoop
 else:

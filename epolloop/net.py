@@ -32,7 +32,7 @@ from asyncio import (
     trsock,
 )
 from asyncio.log import logger
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .server import Server
@@ -45,6 +45,8 @@ try:
 except ImportError:  # pragma: no cover - CPython without OpenSSL
     _ssl = None  # type: ignore[assignment]
 
+_READ_BUFFER_SIZE = 256 * 1024  # the loop's buffer for reads that copy out what arrived
+_HEAP_READ_LIMIT = 64 * 1024  # sock_recv(n) up to this makes its object directly (see _recv)
 _SENDFILE_FALLBACK_BLOCK = 256 * 1024  # bytes read per step when os.sendfile cannot be used
 _TRANSPORT_SENDFILE_FALLBACK_BLOCK = 16 * 1024  # loop.sendfile's fallback, as asyncio
 # create_datagram_endpoint(sock=a stream socket) says so in the running Python's words.
@@ -123,7 +125,7 @@ class Networking:
         the GIL, and another thread's loop may read meanwhile (the C core's reads do not,
         and share one buffer)."""
         if self._read_view is None:
-            self._read_view = memoryview(bytearray(256 * 1024))
+            self._read_view = memoryview(bytearray(_READ_BUFFER_SIZE))
         return self._read_view
 
     # -- fd ownership -------------------------------------------------------------------------
@@ -165,14 +167,14 @@ class Networking:
         if sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
 
-    async def _wait_readable(self, sock: socket.socket, operation: Callable[[], Any]) -> Any:
+    def _wait_readable(self, sock: socket.socket, operation: Callable[[], Any]) -> Awaitable[Any]:
         """Retry *operation* each time *sock* is readable until it stops raising
         BlockingIOError; its result (or exception) completes the wait. Operations look the
         socket's method up on every try, as asyncio does (tests swap them on mocks)."""
-        return await self._wait_ready(sock, operation, self._add_reader, self._remove_reader)
+        return self._wait_ready(sock, operation, self._add_reader, self._remove_reader)
 
-    async def _wait_writable(self, sock: socket.socket, operation: Callable[[], Any]) -> Any:
-        return await self._wait_ready(sock, operation, self._add_writer, self._remove_writer)
+    def _wait_writable(self, sock: socket.socket, operation: Callable[[], Any]) -> Awaitable[Any]:
+        return self._wait_ready(sock, operation, self._add_writer, self._remove_writer)
 
     async def _wait_ready(
         self,
@@ -185,21 +187,55 @@ class Networking:
         self._ensure_fd_no_transport(fd)
         future = self.create_future()  # type: ignore[attr-defined]
         handle = add(fd, _complete_when_ready, future, operation)
-
-        def unregister(_: Any) -> None:
+        try:
+            return await future
+        finally:  # done, or the task cancelled (or closed) while it waited
             # Unless another operation has taken over the fd since (it replaced our handle).
             if not handle.cancelled():
                 remove(fd)
 
-        future.add_done_callback(unregister)
-        return await future
+    def _recv(self, sock: socket.socket, n: int) -> bytes:
+        """sock.recv(n) without its trap for large n: recv makes an n-byte object first,
+        which glibc maps fresh (mmap, mremap, munmap) for each read once n passes its mmap
+        threshold (128 KiB). Those reads go through the loop's buffer and copy out what
+        arrived; smaller ones (and sockets of other types, whose recv may be their own) call
+        recv itself."""
+        if n <= _HEAP_READ_LIMIT or n > _READ_BUFFER_SIZE or type(sock) is not socket.socket:
+            return sock.recv(n)
+        buffer = self._read_buffer()
+        return bytes(buffer[: sock.recv_into(buffer, n)])
+
+    def _recvfrom(self, sock: socket.socket, n: int) -> tuple[bytes, Any]:
+        """sock.recvfrom(n), as _recv is sock.recv(n)."""
+        if n <= _HEAP_READ_LIMIT or n > _READ_BUFFER_SIZE or type(sock) is not socket.socket:
+            return sock.recvfrom(n)
+        buffer = self._read_buffer()
+        size, address = sock.recvfrom_into(buffer, n)
+        return bytes(buffer[:size]), address
+
+    # The first try of sock_recv and sock_sendall, a hot path: the C core has its own
+    # (_core.recv_now, _core.send_now), which does not raise to say it would block.
+
+    def _recv_now(self, sock: socket.socket, n: int) -> bytes | None:
+        """What sock.recv(n) returns now, or None if it would block."""
+        try:
+            return self._recv(sock, n)
+        except (BlockingIOError, InterruptedError):
+            return None
+
+    def _send_now(self, sock: socket.socket, data: Any) -> int:
+        """How many bytes of *data* the socket takes now (0 if it would block)."""
+        try:
+            return sock.send(data, socket.MSG_NOSIGNAL)  # EPIPE, never SIGPIPE
+        except (BlockingIOError, InterruptedError):
+            return 0
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         self._check_sock(sock)
-        try:
-            return sock.recv(n)
-        except (BlockingIOError, InterruptedError):
-            return await self._wait_readable(sock, lambda: sock.recv(n))
+        data = self._recv_now(sock, n)
+        if data is None:
+            data = await self._wait_readable(sock, lambda: self._recv(sock, n))
+        return data
 
     async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
         self._check_sock(sock)
@@ -211,9 +247,9 @@ class Networking:
     async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
         self._check_sock(sock)
         try:
-            return sock.recvfrom(bufsize)
+            return self._recvfrom(sock, bufsize)
         except (BlockingIOError, InterruptedError):
-            return await self._wait_readable(sock, lambda: sock.recvfrom(bufsize))
+            return await self._wait_readable(sock, lambda: self._recvfrom(sock, bufsize))
 
     async def sock_recvfrom_into(
         self, sock: socket.socket, buf: Any, nbytes: int = 0
@@ -235,10 +271,7 @@ class Networking:
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         self._check_sock(sock)
-        try:
-            sent = sock.send(data, socket.MSG_NOSIGNAL)  # EPIPE, never SIGPIPE
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+        sent = self._send_now(sock, data)
         view = memoryview(data).cast("B")
         if sent == len(view):
             return

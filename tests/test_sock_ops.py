@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -286,6 +287,109 @@ async def test_sock_recv_returns_at_most_nbytes(sockets: Sockets, kind: str) -> 
     wait_readable(sock)
     assert await wait(loop.sock_recv(sock, 3)) == b"abc"
     assert await wait(loop.sock_recv(sock, 100)) == b"defgh"
+
+
+# Sizes on both sides of where epolloop stops making the result object directly and reads
+# through its own buffer (64 KiB, 256 KiB): every size returns what arrived, at most nbytes.
+@pytest.mark.parametrize("nbytes", [1, 64 * 1024 + 1, 256 * 1024, 256 * 1024 + 1, 1024 * 1024])
+async def test_sock_recv_of_any_size_returns_what_arrived(sockets: Sockets, nbytes: int) -> None:
+    loop = asyncio.get_running_loop()
+    sock, peer = sockets.stream_pair("unix")
+    payload = os.urandom(100 * 1024)  # fits the socket's buffer: sendall does not block
+    peer.sendall(payload)
+    peer.shutdown(socket.SHUT_WR)
+    received = bytearray()
+    while chunk := await wait(loop.sock_recv(sock, nbytes)):
+        assert len(chunk) <= nbytes
+        received += chunk
+        if nbytes == 1 and len(received) == 10:
+            break  # one byte at a time: ten of them show the point
+    assert received == payload[: len(received)]
+    assert nbytes == 1 or len(received) == len(payload)
+
+
+async def test_sock_recv_of_zero_bytes_is_empty(sockets: Sockets) -> None:
+    loop = asyncio.get_running_loop()
+    sock, peer = sockets.stream_pair("tcp4")
+    peer.sendall(b"kept")
+    wait_readable(sock)
+    assert await wait(loop.sock_recv(sock, 0)) == b""
+    assert await wait(loop.sock_recv(sock, 10)) == b"kept"
+
+
+class RecordingSocket(socket.socket):
+    """A socket.socket subclass with recv and send of its own: asyncio's sock_* methods call
+    them, so a loop must too (not the descriptor behind them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[str, int]] = []
+
+    def recv(self, n: int, *args: Any) -> bytes:
+        self.calls.append(("recv", n))
+        return super().recv(n, *args)
+
+    def send(self, data: Any, *args: Any) -> int:
+        self.calls.append(("send", len(data)))
+        return super().send(data, *args)
+
+
+@pytest.mark.parametrize("nbytes", [1024, 128 * 1024])
+async def test_sock_methods_call_a_socket_subclass_own_recv_and_send(
+    sockets: Sockets, nbytes: int
+) -> None:
+    loop = asyncio.get_running_loop()
+    plain, peer = sockets.stream_pair("unix")
+    sock = sockets.track(RecordingSocket(fileno=plain.detach()))
+    sock.setblocking(False)
+    await wait(loop.sock_sendall(sock, b"ping"))
+    assert peer.recv(16) == b"ping"
+    peer.sendall(b"pong")
+    wait_readable(sock)
+    assert await wait(loop.sock_recv(sock, nbytes)) == b"pong"
+    assert sock.calls == [("send", 4), ("recv", nbytes)]
+
+
+@pytest.mark.parametrize(
+    ("method", "argument", "error"),
+    [
+        pytest.param("sock_recv", -1, ValueError, id="recv-negative"),
+        pytest.param("sock_recv", 1.5, TypeError, id="recv-float"),
+        pytest.param("sock_recv", "10", TypeError, id="recv-str"),
+        pytest.param("sock_sendall", "text", TypeError, id="sendall-str"),
+        pytest.param("sock_sendall", 42, TypeError, id="sendall-int"),
+    ],
+)
+async def test_sock_bad_arguments_raise_as_asyncio(
+    sockets: Sockets, method: str, argument: Any, error: type[Exception]
+) -> None:
+    loop = asyncio.get_running_loop()
+    sock, peer = sockets.stream_pair("tcp4")
+    peer.sendall(b"unread")
+    wait_readable(sock)
+    with pytest.raises(error):
+        await wait(getattr(loop, method)(sock, argument))
+    assert await wait(loop.sock_recv(sock, 10)) == b"unread"  # the socket still works
+
+
+@pytest.mark.parametrize("method", ["sock_recv", "sock_sendall"])
+async def test_sock_methods_on_a_closed_socket_raise_ebadf(
+    sockets: Sockets, method: str, loop_name: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    sock, _ = sockets.stream_pair("tcp4")
+    sock.close()
+    argument = 10 if method == "sock_recv" else b"data"
+    try:
+        await wait(getattr(loop, method)(sock, argument))
+    except OSError as exc:
+        assert exc.errno == errno.EBADF
+    except ValueError as exc:
+        if loop_name != "uvloop":
+            raise
+        pytest.xfail(f"uvloop: ValueError for the closed socket's fd -1 ({exc})")
+    else:
+        pytest.fail(f"{method} on a closed socket did not raise")
 
 
 @pytest.mark.parametrize("when", WHEN)

@@ -105,8 +105,18 @@ set_flag(PyObject **slot, int value)
 /* module.c: whether asyncio's slot `name` on `type` is an object slot at `offset`. */
 int slot_at(PyObject *type, const char *name, Py_ssize_t offset);
 
+/* module.c: one read buffer for every read that copies out what arrived (stream transports,
+ * sock_recv). Reads never block and the GIL is held from recv() to the copy, so no two reads
+ * share it at once. Reading into a fresh 256 KiB bytes object instead costs an mmap and
+ * munmap per read until glibc adapts (see issue 7). */
+#define READ_SIZE (256 * 1024)
+extern char core_read_buffer[READ_SIZE];
+
 /* stream.c */
 int stream_init(PyObject *module);
+
+/* sockops.c */
+int sockops_init(PyObject *module);
 
 /* handles.c */
 /* A new handle of our type for callback(*args); context NULL or None: a copy of the current

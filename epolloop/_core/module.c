@@ -8,6 +8,7 @@
 #include <structmember.h>
 
 CoreGlobals core_globals;
+char core_read_buffer[READ_SIZE];
 
 static PyObject *
 import_attribute(const char *module_name, const char *name)
@@ -83,7 +84,7 @@ PyInit__core(void)
     if (module == NULL) {
         return NULL;
     }
-    if (handles_init(module) < 0 || stream_init(module) < 0 ||
+    if (handles_init(module) < 0 || stream_init(module) < 0 || sockops_init(module) < 0 ||
         PyModule_AddObjectRef(module, "Reactor", (PyObject *)&Reactor_Type) < 0 ||
         reactor_module_init(module) < 0) {
         Py_DECREF(module);

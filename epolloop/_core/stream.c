@@ -31,12 +31,6 @@ typedef struct {
     char eof;
 } StreamObject;
 
-/* One read buffer for every transport: reads never block and the GIL is held from recv() to
- * the copy of what arrived, so no two reads share it at once. Reading into a fresh 256 KiB
- * bytes object instead costs an mmap and munmap per read until glibc adapts (see issue 7). */
-#define READ_SIZE (256 * 1024)
-static char read_buffer[READ_SIZE];
-
 static PyObject *str_fatal_error, *str_read_eof, *str_write_slowly, *str_data_received,
     *str_get_buffer, *str_buffer_updated;
 
@@ -81,11 +75,11 @@ Stream_read_bytes(StreamObject *self, PyObject *Py_UNUSED(ignored))
     if (self->conn_lost) {
         Py_RETURN_NONE;
     }
-    ssize_t n = recv(self->fd, read_buffer, READ_SIZE, 0);
+    ssize_t n = recv(self->fd, core_read_buffer, READ_SIZE, 0);
     if (n <= 0) {
         return read_failed(self, n);
     }
-    PyObject *data = PyBytes_FromStringAndSize(read_buffer, n);
+    PyObject *data = PyBytes_FromStringAndSize(core_read_buffer, n);
     if (data == NULL) {
         return NULL;
     }
