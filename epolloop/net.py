@@ -138,7 +138,10 @@ class Networking:
                 fileno = int(fileno.fileno())
             except (AttributeError, TypeError, ValueError):
                 raise ValueError(f"Invalid file object: {fd!r}") from None
-        transport = self._transports.get(fileno)
+        # Hot path (each sock_* wait): WeakValueDictionary.get raises and catches a KeyError
+        # for an fd no transport owns (~0.8 µs); its data dict maps to weak references.
+        ref = self._transports.data.get(fileno)
+        transport = ref() if ref is not None else None
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
