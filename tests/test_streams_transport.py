@@ -432,6 +432,44 @@ async def test_get_extra_info(network: Network) -> None:
         assert ct.get_extra_info("socket").fileno() != st.get_extra_info("socket").fileno()
 
 
+class ExtraInConnectionLost(Recorder):
+    """Asks for its transport's addresses only in connection_lost, the first time."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.extra_at_loss = {
+            key: self.transport.get_extra_info(key) for key in ("sockname", "peername")
+        }
+        super().connection_lost(exc)
+
+
+async def test_get_extra_info_first_asked_in_connection_lost_or_after_the_close(
+    network: Network, loop_name: str
+) -> None:
+    keys = ("sockname", "peername")
+    async with network as net:
+        await net.listen()
+        client, server = await net.pair(ExtraInConnectionLost)
+        client.transport.close()
+        await wait(client.lost)
+        await wait(server.lost)
+        # The client's transport was first asked in connection_lost; the server's is asked
+        # only now, after its socket closed: asyncio answers both with the addresses.
+        try:
+            server_extra = {key: server.transport.get_extra_info(key) for key in keys}
+        except AttributeError as exc:
+            if loop_name != "uvloop":
+                raise
+            pytest.xfail(f"uvloop: get_extra_info() of a closed Unix transport fails: {exc}")
+        assert server_extra["sockname"] == (net.address if net.family == "tcp" else net.path)
+        assert client.extra_at_loss["sockname"] == server_extra["peername"]
+        assert client.extra_at_loss["peername"] == server_extra["sockname"]
+        assert {key: client.transport.get_extra_info(key) for key in keys} == client.extra_at_loss
+        for transport in (client.transport, server.transport):
+            if loop_name == "uvloop" and transport.get_extra_info("socket") is None:
+                pytest.xfail("uvloop: get_extra_info('socket') is None once the transport closed")
+            assert transport.get_extra_info("socket") is not None
+
+
 async def test_tcp_nodelay_on_both_ends() -> None:
     """asyncio disables Nagle's algorithm on every TCP transport (base_events._set_nodelay)."""
     async with Network("tcp", "") as net:

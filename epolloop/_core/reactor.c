@@ -1042,11 +1042,15 @@ run_ready_debug(ReactorObject *self, Py_ssize_t count)
                 status = -1;
             }
             else if (elapsed >= slow) {
-                PyObject *result = PyObject_CallMethod(
-                    (PyObject *)self, "_report_slow_callback", "Od", (PyObject *)handle,
-                    elapsed);
+                PyObject *seconds = PyFloat_FromDouble(elapsed);
+                PyObject *result = seconds ? PyObject_CallMethodObjArgs(
+                                                 (PyObject *)self,
+                                                 core_globals.str_report_slow_callback,
+                                                 (PyObject *)handle, seconds, NULL)
+                                           : NULL;
                 status = result ? 0 : -1;
                 Py_XDECREF(result);
+                Py_XDECREF(seconds);
             }
         }
         Py_CLEAR(self->current_handle);

@@ -21,7 +21,7 @@ import sys
 from asyncio import DatagramTransport, Transport
 from typing import Any
 
-from .base import FdTransport, Reading, socket_extra
+from .base import FdTransport, Reading, SocketExtra
 from .flow import WriteFlowControl
 
 # From 3.13 asyncio sends empty datagrams, and counts 8 bytes of UDP header for each queued
@@ -30,7 +30,9 @@ _SENDS_EMPTY = sys.version_info >= (3, 13)
 _HEADER_SIZE = 8 if _SENDS_EMPTY else 0
 
 
-class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport, DatagramTransport):
+class DatagramSocketTransport(
+    SocketExtra, Reading, WriteFlowControl, FdTransport, Transport, DatagramTransport
+):
     """A datagram socket driven by the loop's epoll reactor. Like asyncio's, it is also an
     ``asyncio.Transport`` (so it can pause and resume reading); the stream-only methods of
     that class are not its own."""
@@ -44,12 +46,11 @@ class DatagramSocketTransport(Reading, WriteFlowControl, FdTransport, Transport,
         waiter: Any = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        extra = socket_extra(sock, extra)
         self._address = address  # the only destination, when made with a remote address
-        self._connected = extra["peername"] is not None
         self._buffer: collections.deque[tuple[bytes, Any]] = collections.deque()
         self._buffer_size = 0
         super().__init__(loop, sock, protocol, waiter, extra)
+        self._connected = self.get_extra_info("peername") is not None
         loop._transports[self._fd] = self
 
     def _start(self) -> None:

@@ -13,10 +13,10 @@ from asyncio import BufferedProtocol, Protocol, Transport, constants
 from typing import Any
 
 from .._native import core
-from .base import ByteReading, FdTransport, QueuedWriting, socket_extra
+from .base import ByteReading, FdTransport, QueuedWriting, SocketExtra
 
 
-class StreamTransport(ByteReading, QueuedWriting, FdTransport, Transport):
+class StreamTransport(SocketExtra, ByteReading, QueuedWriting, FdTransport, Transport):
     """A connected stream socket (TCP or Unix) driven by the loop's epoll reactor."""
 
     def __init__(
@@ -28,7 +28,6 @@ class StreamTransport(ByteReading, QueuedWriting, FdTransport, Transport):
         extra: dict[str, Any] | None = None,
         server: Any = None,
     ) -> None:
-        extra = socket_extra(sock, extra)
         if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
             # Small writes go out at once, as asyncio does for its TCP transports.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
