@@ -430,6 +430,7 @@ if _core is not None:
         _StreamTransport = CStreamTransport
         _recv_now = staticmethod(_core.recv_now)
         _send_now = staticmethod(_core.send_now)
+        _accept_now = staticmethod(_core.accept_now)
 
     Loop: type[LoopMethods] = CLoop
 else:

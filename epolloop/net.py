@@ -216,8 +216,8 @@ class Networking:
         size, address = sock.recvfrom_into(buffer, n)
         return bytes(buffer[:size]), address
 
-    # The first try of sock_recv and sock_sendall, a hot path: the C core has its own
-    # (_core.recv_now, _core.send_now), which does not raise to say it would block.
+    # The first try of sock_recv, sock_sendall and accepting, a hot path: the C core has its
+    # own (_core.recv_now, send_now, accept_now), which does not raise to say it would block.
 
     def _recv_now(self, sock: socket.socket, n: int) -> bytes | None:
         """What sock.recv(n) returns now, or None if it would block."""
@@ -232,6 +232,16 @@ class Networking:
             return sock.send(data, socket.MSG_NOSIGNAL)  # EPIPE, never SIGPIPE
         except (BlockingIOError, InterruptedError):
             return 0
+
+    def _accept_now(self, sock: socket.socket) -> tuple[socket.socket, Any] | None:
+        """What sock.accept() returns now, the connection made non-blocking; None if no
+        connection waits."""
+        try:
+            conn, address = sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        conn.setblocking(False)
+        return conn, address
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         self._check_sock(sock)
@@ -315,14 +325,15 @@ class Networking:
         self._check_sock(sock)
 
         def accept() -> tuple[socket.socket, Any]:
-            conn, address = sock.accept()
-            conn.setblocking(False)
-            return conn, address
+            accepted = self._accept_now(sock)
+            if accepted is None:
+                raise BlockingIOError  # not yet: wait for the next readable event
+            return accepted
 
-        try:
-            return accept()
-        except (BlockingIOError, InterruptedError):
-            return await self._wait_readable(sock, accept)
+        accepted = self._accept_now(sock)
+        if accepted is None:
+            accepted = await self._wait_readable(sock, accept)
+        return accepted
 
     # -- sendfile on a socket ------------------------------------------------------------------
 
@@ -1110,16 +1121,18 @@ class Networking:
         # Hot path for servers: up to a backlog's worth of connections per wake-up.
         for _ in range(server._backlog):
             try:
-                conn, address = sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                server._starved = False  # caught up with the listen queue
-                return  # the queue is empty (or the peer gave up already)
+                accepted = self._accept_now(sock)
+            except ConnectionAbortedError:
+                accepted = None  # the peer gave up already: as good as an empty queue
             except OSError as exc:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     raise  # the loop's exception handler reports it; the server goes on
                 self._pause_accepting(server, sock, exc)
                 return
-            conn.setblocking(False)
+            if accepted is None:
+                server._starved = False  # caught up with the listen queue
+                return
+            conn, address = accepted
             self._serve_connection(server, conn, {"peername": address})
 
     def _pause_accepting(self, server: Server, sock: socket.socket, exc: OSError) -> None:

@@ -333,6 +333,10 @@ class RecordingSocket(socket.socket):
         self.calls.append(("send", len(data)))
         return super().send(data, *args)
 
+    def accept(self) -> tuple[socket.socket, Any]:
+        self.calls.append(("accept", 0))
+        return super().accept()
+
 
 @pytest.mark.parametrize("nbytes", [1024, 128 * 1024])
 async def test_sock_methods_call_a_socket_subclass_own_recv_and_send(
@@ -674,9 +678,42 @@ async def test_sock_accept(sockets: Sockets, kind: str, when: str) -> None:
     sockets.track(conn)
     assert conn.getblocking() is False
     assert conn.gettimeout() == 0
+    assert type(conn) is socket.socket
+    assert (conn.family, conn.type, conn.proto) == (listener.family, listener.type, listener.proto)
+    assert not conn.get_inheritable()  # close-on-exec, as every socket Python makes
     assert address == clients[0].getsockname()
     assert conn.getpeername() == clients[0].getsockname()
     await exchange(loop, conn, clients[0])
+
+
+async def test_sock_accept_on_abstract_unix_addresses(sockets: Sockets) -> None:
+    loop = asyncio.get_running_loop()
+    name = b"\0epolloop-test-" + os.urandom(8).hex().encode()
+    listener = sockets.track(socket.socket(socket.AF_UNIX))
+    listener.bind(name)
+    listener.listen()
+    listener.setblocking(False)
+    client = sockets.track(socket.socket(socket.AF_UNIX))
+    client.bind(name + b"-client")
+    client.connect(name)
+    conn, address = await wait(loop.sock_accept(listener))
+    sockets.track(conn)
+    assert address == name + b"-client"  # bytes, as socket.accept() gives them
+    assert conn.getsockname() == name
+    await exchange(loop, conn, client)
+
+
+async def test_sock_accept_calls_a_socket_subclass_own_accept(sockets: Sockets) -> None:
+    loop = asyncio.get_running_loop()
+    plain = sockets.listener("unix")
+    listener = sockets.track(RecordingSocket(fileno=plain.detach()))
+    listener.setblocking(False)
+    client = sockets.client_of(listener)
+    conn, address = await wait(loop.sock_accept(listener))
+    sockets.track(conn)
+    assert listener.calls == [("accept", 0)]
+    assert conn.gettimeout() == 0
+    assert address == client.getsockname()
 
 
 # -- cancellation -----------------------------------------------------------------------------

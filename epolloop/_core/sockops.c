@@ -1,4 +1,5 @@
-/* The first try of sock_recv() and sock_sendall(), in C: recv_now() and send_now().
+/* The first try of sock_recv(), sock_sendall() and of accepting a connection, in C:
+ * recv_now(), send_now() and accept_now().
  *
  * asyncio's sock_* coroutines try the socket call before they wait for readiness. In Python
  * a try that would block costs a BlockingIOError, and CPython decodes strerror() through the
@@ -8,15 +9,29 @@
  * READ_SIZE). Sockets of other types (mocks, subclasses with their own recv or send) go
  * through their methods, with the same results.
  *
- * The pure core has the same two functions in net.py (Networking._recv_now, _send_now).
+ * accept_now() serves both sock_accept() and the servers' accept path: one accept4() that
+ * makes the connection non-blocking and close-on-exec at once (socket.accept() and then
+ * setblocking(False) take an ioctl more), and no exception once the listen queue is empty.
+ *
+ * The pure core has the same functions in net.py (Networking._recv_now, _send_now,
+ * _accept_now).
  */
 #include "core.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 static PyObject *socket_type; /* socket.socket */
-static PyObject *str_fileno, *str_recv, *str_send, *msg_nosignal;
+/* _socket.socket's own getters of family, type and proto: plain ints (socket.socket wraps
+ * family and type in enums, in Python). */
+static PyObject *family_getter, *type_getter, *proto_getter;
+static PyObject *str_fileno, *str_recv, *str_send, *str_accept, *str_setblocking,
+    *str_getpeername, *msg_nosignal;
 
 static int
 would_block(void)
@@ -123,12 +138,134 @@ send_now(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
+/* The Python form of an accepted peer's address, as socket.accept() gives it; NULL with
+ * no exception for a family this does not know (the caller asks the socket instead). */
+static PyObject *
+peer_address(const struct sockaddr_storage *address, socklen_t length)
+{
+    char text[INET6_ADDRSTRLEN];
+    switch (address->ss_family) {
+    case AF_INET: {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)address;
+        inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+        return Py_BuildValue("(si)", text, ntohs(in->sin_port));
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)address;
+        inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof text);
+        return Py_BuildValue("(siII)", text, ntohs(in6->sin6_port),
+                             (unsigned int)ntohl(in6->sin6_flowinfo),
+                             (unsigned int)in6->sin6_scope_id);
+    }
+    case AF_UNIX: {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)address;
+        size_t path_length = length - offsetof(struct sockaddr_un, sun_path);
+        if (length > offsetof(struct sockaddr_un, sun_path) && un->sun_path[0] == 0) {
+            return PyBytes_FromStringAndSize(un->sun_path, path_length); /* abstract */
+        }
+        return PyUnicode_DecodeFSDefault(un->sun_path); /* '' for an unnamed peer */
+    }
+    default:
+        return NULL;
+    }
+}
+
+static PyObject *
+get_int(PyObject *getter, PyObject *sock)
+{
+    return Py_TYPE(getter)->tp_descr_get(getter, sock, (PyObject *)Py_TYPE(sock));
+}
+
+/* A socket.socket for an accepted descriptor that is already non-blocking: the SOCK_NONBLOCK
+ * in its type sets its timeout to 0 with no syscall (CPython strips the flag from .type). */
+static PyObject *
+wrap_accepted(PyObject *listener, int fd)
+{
+    PyObject *family = get_int(family_getter, listener);
+    PyObject *type = family ? get_int(type_getter, listener) : NULL;
+    PyObject *proto = type ? get_int(proto_getter, listener) : NULL;
+    PyObject *result = NULL;
+    if (proto != NULL) {
+        long nonblocking_type = PyLong_AsLong(type) | SOCK_NONBLOCK;
+        PyObject *flagged = PyErr_Occurred() ? NULL : PyLong_FromLong(nonblocking_type);
+        PyObject *fileno = flagged ? PyLong_FromLong(fd) : NULL;
+        if (fileno != NULL) {
+            result = PyObject_CallFunctionObjArgs(socket_type, family, flagged, proto, fileno,
+                                                  NULL);
+        }
+        Py_XDECREF(flagged);
+        Py_XDECREF(fileno);
+    }
+    Py_XDECREF(family);
+    Py_XDECREF(type);
+    Py_XDECREF(proto);
+    return result;
+}
+
+/* accept_now(sock): what sock.accept() returns now, with the connection made non-blocking,
+ * or None if no connection waits. */
+static PyObject *
+accept_now(PyObject *Py_UNUSED(module), PyObject *sock)
+{
+    int fd = plain_socket_fd(sock);
+    if (fd < 0) {
+        PyObject *accepted = PyObject_CallMethodNoArgs(sock, str_accept);
+        if (accepted == NULL) {
+            return unless_blocked(Py_None);
+        }
+        PyObject *conn = PyTuple_Check(accepted) && PyTuple_GET_SIZE(accepted) == 2
+                             ? PyTuple_GET_ITEM(accepted, 0)
+                             : NULL;
+        PyObject *done =
+            conn ? PyObject_CallMethodOneArg(conn, str_setblocking, Py_False) : NULL;
+        if (conn == NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "accept() must return (socket, address)");
+        }
+        if (done == NULL) {
+            Py_DECREF(accepted);
+            return NULL;
+        }
+        Py_DECREF(done);
+        return accepted;
+    }
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    memset(&address, 0, sizeof address);
+    int conn = accept4(fd, (struct sockaddr *)&address, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (conn < 0) {
+        if (would_block()) {
+            Py_RETURN_NONE;
+        }
+        return PyErr_SetFromErrno(PyExc_OSError); /* ECONNABORTED: ConnectionAbortedError */
+    }
+    PyObject *wrapped = wrap_accepted(sock, conn);
+    if (wrapped == NULL) {
+        close(conn);
+        return NULL;
+    }
+    PyObject *peer = peer_address(&address, length);
+    if (peer == NULL && !PyErr_Occurred()) {
+        peer = PyObject_CallMethodNoArgs(wrapped, str_getpeername);
+    }
+    if (peer == NULL) {
+        Py_DECREF(wrapped); /* closes the connection */
+        return NULL;
+    }
+    PyObject *result = PyTuple_Pack(2, wrapped, peer);
+    Py_DECREF(wrapped);
+    Py_DECREF(peer);
+    return result;
+}
+
 static PyMethodDef sockops_methods[] = {
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL,
      "recv_now(sock, n): what sock.recv(n) returns now, or None if it would block."},
     {"send_now", (PyCFunction)(void (*)(void))send_now, METH_FASTCALL,
      "send_now(sock, data): how many bytes sock.send(data, MSG_NOSIGNAL) takes now (0 if it "
      "would block)."},
+    {"accept_now", (PyCFunction)accept_now, METH_O,
+     "accept_now(sock): what sock.accept() returns now, the connection made non-blocking, or "
+     "None if no connection waits."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -141,11 +278,34 @@ sockops_init(PyObject *module)
     }
     socket_type = PyObject_GetAttrString(socket_module, "socket");
     Py_DECREF(socket_module);
+    PyObject *base_module = PyImport_ImportModule("_socket");
+    PyObject *base = base_module ? PyObject_GetAttrString(base_module, "socket") : NULL;
+    Py_XDECREF(base_module);
+    if (base == NULL) {
+        return -1;
+    }
+    family_getter = PyObject_GetAttrString(base, "family"); /* the descriptors themselves */
+    type_getter = PyObject_GetAttrString(base, "type");
+    proto_getter = PyObject_GetAttrString(base, "proto");
+    Py_DECREF(base);
+    if (family_getter == NULL || type_getter == NULL || proto_getter == NULL) {
+        return -1;
+    }
+    if (Py_TYPE(family_getter)->tp_descr_get == NULL ||
+        Py_TYPE(type_getter)->tp_descr_get == NULL ||
+        Py_TYPE(proto_getter)->tp_descr_get == NULL) {
+        PyErr_SetString(PyExc_ImportError, "_socket.socket's family, type or proto is no getter");
+        return -1;
+    }
+    str_accept = PyUnicode_InternFromString("accept");
+    str_setblocking = PyUnicode_InternFromString("setblocking");
+    str_getpeername = PyUnicode_InternFromString("getpeername");
     str_fileno = PyUnicode_InternFromString("fileno");
     str_recv = PyUnicode_InternFromString("recv");
     str_send = PyUnicode_InternFromString("send");
     msg_nosignal = PyLong_FromLong(MSG_NOSIGNAL);
     if (socket_type == NULL || str_fileno == NULL || str_recv == NULL || str_send == NULL ||
+        str_accept == NULL || str_setblocking == NULL || str_getpeername == NULL ||
         msg_nosignal == NULL) {
         return -1;
     }
