@@ -6,6 +6,9 @@ The server runs in a child process whose RLIMIT_NOFILE is lowered to 64 once its
 listening socket exist; 150 clients connect (the kernel completes their handshakes into the
 listen queue whether or not the server accepts).
 
+ENFILE (the system's file table full) takes the same path; no unprivileged test can fill that
+table, so a listening socket whose accept() fails so stands in for it, in process.
+
 This is a guarantee beyond asyncio's: measured here with the same program, stock asyncio keeps
 going round its accept loop after EMFILE, reporting and scheduling one more retry at each of its
 backlog's iterations, so reports and retries multiply and its accepted connections went
@@ -15,12 +18,14 @@ unanswered; uvloop (libuv) reports nothing and closes the waiting connections to
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import select
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 from _helpers import GUARD, Child, env_for
@@ -131,3 +136,73 @@ def test_a_server_out_of_descriptors_serves_on_reports_once_and_catches_up(
                 client.close()
     assert returncode == 0, err
     assert rest == ["done"], "caught up with its queue, the server reported nothing more"
+
+
+class _FileTableFull(socket.socket):
+    """A listening socket whose accept() fails as it does when the system's file table is full
+    (ENFILE, which no unprivileged test can bring about) while ``full`` is set."""
+
+    full = False
+    accepts = 0
+
+    def accept(self) -> tuple[socket.socket, object]:
+        self.accepts += 1
+        if self.full:
+            raise OSError(errno.ENFILE, os.strerror(errno.ENFILE))
+        return super().accept()
+
+
+@pytest.mark.epolloop_only
+def test_enfile_on_accept_is_reported_once_without_spinning_and_accepting_resumes(
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    loop = new_loop()
+    reported: asyncio.Future[dict[str, object]] = loop.create_future()
+    reports: list[dict[str, object]] = []
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        reports.append(context)
+        if not reported.done():
+            reported.set_result(context)
+
+    loop.set_exception_handler(handler)
+    listener = _FileTableFull(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    made: list[asyncio.Future[asyncio.BaseTransport]] = [loop.create_future() for _ in range(2)]
+
+    class Hold(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            next(future for future in made if not future.done()).set_result(transport)
+
+    async def scenario() -> None:
+        server = await loop.create_server(Hold, sock=listener)
+        address = listener.getsockname()
+        with socket.create_connection(address) as first:
+            first_transport = await asyncio.wait_for(made[0], GUARD)
+            listener.full = True
+            with socket.create_connection(address):
+                context = await asyncio.wait_for(reported, GUARD)
+                assert context["message"] == "socket.accept() out of system resource"
+                assert getattr(context["exception"], "errno", None) == errno.ENFILE
+                # The second client waits in the listen queue, so the listening socket stays
+                # readable: a server still watching it would call accept() at every iteration.
+                accepts = listener.accepts
+                for _ in range(100):
+                    await asyncio.sleep(0)
+                assert listener.accepts == accepts
+                assert not made[1].done()
+                # One of the server's own connections closes, a descriptor comes free: the
+                # server accepts again at once (not after asyncio's 1 s retry).
+                listener.full = False
+                first_transport.close()
+                second_transport = await asyncio.wait_for(made[1], GUARD)
+                second_transport.close()
+                first.settimeout(GUARD)
+                assert first.recv(1) == b""
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(scenario())
+    assert len(reports) == 1, reports
