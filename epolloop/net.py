@@ -170,11 +170,17 @@ class Networking:
         if sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
 
-    def _wait_readable(self, sock: socket.socket, operation: Callable[[], Any]) -> Awaitable[Any]:
+    def _wait_readable(
+        self, sock: socket.socket, operation: Callable[[], Any], none_means_wait: bool = False
+    ) -> Awaitable[Any]:
         """Retry *operation* each time *sock* is readable until it stops raising
         BlockingIOError; its result (or exception) completes the wait. Operations look the
-        socket's method up on every try, as asyncio does (tests swap them on mocks)."""
-        return self._wait_ready(sock, operation, self._add_reader, self._remove_reader)
+        socket's method up on every try, as asyncio does (tests swap them on mocks). With
+        *none_means_wait* the operation answers None instead of raising (the core's
+        _recv_now and _accept_now: no exception per try, no Python frame on the C core)."""
+        return self._wait_ready(
+            sock, operation, self._add_reader, self._remove_reader, none_means_wait
+        )
 
     def _wait_writable(self, sock: socket.socket, operation: Callable[[], Any]) -> Awaitable[Any]:
         return self._wait_ready(sock, operation, self._add_writer, self._remove_writer)
@@ -185,11 +191,12 @@ class Networking:
         operation: Callable[[], Any],
         add: Callable[..., Any],
         remove: Callable[[int], bool],
+        none_means_wait: bool = False,
     ) -> Any:
         fd = sock.fileno()
         self._ensure_fd_no_transport(fd)
         future = self.create_future()  # type: ignore[attr-defined]
-        handle = add(fd, _complete_when_ready, future, operation)
+        handle = add(fd, _complete_when_ready, future, operation, none_means_wait)
         try:
             return await future
         finally:  # done, or the task cancelled (or closed) while it waited
@@ -247,7 +254,8 @@ class Networking:
         self._check_sock(sock)
         data = self._recv_now(sock, n)
         if data is None:
-            data = await self._wait_readable(sock, lambda: self._recv(sock, n))
+            operation = functools.partial(self._recv_now, sock, n)
+            data = await self._wait_readable(sock, operation, none_means_wait=True)
         return data
 
     async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
@@ -323,16 +331,10 @@ class Networking:
 
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
         self._check_sock(sock)
-
-        def accept() -> tuple[socket.socket, Any]:
-            accepted = self._accept_now(sock)
-            if accepted is None:
-                raise BlockingIOError  # not yet: wait for the next readable event
-            return accepted
-
         accepted = self._accept_now(sock)
         if accepted is None:
-            accepted = await self._wait_readable(sock, accept)
+            operation = functools.partial(self._accept_now, sock)
+            accepted = await self._wait_readable(sock, operation, none_means_wait=True)
         return accepted
 
     # -- sendfile on a socket ------------------------------------------------------------------
@@ -1361,7 +1363,7 @@ class _SendfileDrain(Protocol):
             self._protocol.resume_writing()
 
 
-def _complete_when_ready(future: Any, operation: Callable[[], Any]) -> None:
+def _complete_when_ready(future: Any, operation: Callable[[], Any], none_means_wait: bool) -> None:
     """Reader/writer callback of the sock_* operations: one more try."""
     if future.done():
         return
@@ -1374,7 +1376,8 @@ def _complete_when_ready(future: Any, operation: Callable[[], Any]) -> None:
     except BaseException as exc:
         future.set_exception(exc)
     else:
-        future.set_result(result)
+        if result is not None or not none_means_wait:
+            future.set_result(result)
 
 
 def _check_sendfile_params(sock: socket.socket, file: Any, offset: int, count: int | None) -> None:
