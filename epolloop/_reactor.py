@@ -8,7 +8,8 @@ The contract
 ------------
 Public, with asyncio's signatures and errors: ``time``, ``call_soon``, ``call_soon_threadsafe``,
 ``call_later``, ``call_at``, ``add_reader``, ``remove_reader``, ``add_writer``, ``remove_writer``,
-``stop``, ``get_debug``, ``_timer_handle_cancelled`` (asyncio's TimerHandle calls it).
+``stop``, ``get_debug``, ``create_future``, ``_timer_handle_cancelled`` (asyncio's TimerHandle
+calls it).
 For the loop: ``_run_until_stopped()`` runs steps until ``stop()``; ``_close_reactor()`` releases
 the kernel objects; ``_closed``, ``_debug``, ``_stopping``, ``_thread_id`` and
 ``_current_handle`` are state the two share. The loop provides ``_report_slow_callback(handle,
@@ -64,7 +65,7 @@ import sys
 import threading
 import traceback
 import weakref
-from asyncio import coroutines, events, format_helpers
+from asyncio import Future, coroutines, events, format_helpers
 from collections.abc import Callable
 from contextvars import Context, copy_context
 from heapq import heapify, heappop, heappush
@@ -222,6 +223,10 @@ class Reactor:
 
     def get_debug(self) -> bool:
         return self._debug
+
+    def create_future(self) -> Future[Any]:
+        """A new asyncio.Future of this loop (here, for the C core has it on its hot path)."""
+        return Future(loop=self)  # type: ignore[arg-type]
 
     def call_soon(
         self, callback: Callable[..., object], *args: Any, context: Context | None = None

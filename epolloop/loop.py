@@ -189,9 +189,6 @@ class LoopMethods(Networking, Processes, Signals):
 
     # -- futures and tasks --------------------------------------------------------------------
 
-    def create_future(self) -> Future[Any]:
-        return Future(loop=self)
-
     def create_task(
         self,
         coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],

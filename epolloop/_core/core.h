@@ -18,6 +18,8 @@ typedef struct {
     PyObject *iscoroutine;            /* asyncio.coroutines.iscoroutine */
     PyObject *iscoroutinefunction;    /* asyncio.coroutines.iscoroutinefunction */
     PyObject *real_type;              /* numbers.Real */
+    PyObject *future_type;            /* asyncio.Future */
+    PyObject *kwnames_loop;           /* ("loop",): Future(loop=...) */
     PyObject *str_context;            /* "context", the keyword of the scheduling methods */
     PyObject *str_call_exception_handler;
     PyObject *str_report_slow_callback;

@@ -32,6 +32,8 @@ init_globals(void)
     g->iscoroutine = import_attribute("asyncio.coroutines", "iscoroutine");
     g->iscoroutinefunction = import_attribute("asyncio.coroutines", "iscoroutinefunction");
     g->real_type = import_attribute("numbers", "Real");
+    g->future_type = import_attribute("asyncio", "Future");
+    g->kwnames_loop = Py_BuildValue("(s)", "loop");
     g->str_context = PyUnicode_InternFromString("context");
     g->str_call_exception_handler = PyUnicode_InternFromString("call_exception_handler");
     g->str_report_slow_callback = PyUnicode_InternFromString("_report_slow_callback");

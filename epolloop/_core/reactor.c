@@ -423,6 +423,14 @@ Reactor_get_debug(ReactorObject *self, PyObject *Py_UNUSED(ignored))
     return PyBool_FromLong(self->debug);
 }
 
+/* Hot path (every sleep, read wait and gather makes a future): asyncio.Future(loop=self). */
+static PyObject *
+Reactor_create_future(ReactorObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *args[] = {(PyObject *)self};
+    return PyObject_Vectorcall(core_globals.future_type, args, 0, core_globals.kwnames_loop);
+}
+
 /* Hot path: a Handle for callback(*args) at the end of the ready queue. */
 static HandleObject *
 schedule_soon(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
@@ -1476,6 +1484,8 @@ static PyMethodDef Reactor_methods[] = {
     {"time", (PyCFunction)Reactor_time, METH_NOARGS,
      "The loop's clock: time.monotonic(), at full resolution."},
     {"get_debug", (PyCFunction)Reactor_get_debug, METH_NOARGS, NULL},
+    {"create_future", (PyCFunction)Reactor_create_future, METH_NOARGS,
+     "A new asyncio.Future of this loop."},
     FASTCALL_KW("call_soon", Reactor_call_soon,
                 "Run callback(*args) in the next step, after callbacks already scheduled."),
     FASTCALL_KW("call_soon_threadsafe", Reactor_call_soon_threadsafe,
