@@ -70,14 +70,6 @@ def _deadline_ns(deadline: float) -> int:
     return math.ceil(ns)
 
 
-def timerfd_acknowledge(fd: int) -> None:
-    """Consume a timerfd's expiration count, so it stops polling readable."""
-    try:
-        os.read(fd, 8)
-    except BlockingIOError:
-        pass  # nothing has expired
-
-
 if hasattr(os, "timerfd_create"):
 
     def timerfd_create() -> int:
@@ -89,6 +81,11 @@ if hasattr(os, "timerfd_create"):
         """Fire once when time.monotonic() reaches *deadline* seconds: an absolute deadline,
         so the kernel never sees a relative delay that has already gone stale."""
         os.timerfd_settime_ns(fd, flags=TFD_TIMER_ABSTIME, initial=_deadline_ns(deadline))
+
+    def timerfd_disarm(fd: int) -> None:
+        """Stop the timer. Like arming it, this clears an expiration not yet read, so the fd
+        stops polling readable."""
+        os.timerfd_settime_ns(fd, initial=0)
 
 else:
     import ctypes
@@ -130,4 +127,10 @@ else:
         sec, nsec = divmod(_deadline_ns(deadline), 1_000_000_000)
         spec = _Itimerspec(it_value=_Timespec(sec, nsec))
         if _timerfd_settime(fd, TFD_TIMER_ABSTIME, spec, None) < 0:
+            _raise_errno()
+
+    def timerfd_disarm(fd: int) -> None:
+        """Stop the timer. Like arming it, this clears an expiration not yet read, so the fd
+        stops polling readable."""
+        if _timerfd_settime(fd, 0, _Itimerspec(), None) < 0:
             _raise_errno()

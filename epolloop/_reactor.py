@@ -45,8 +45,10 @@ What we rely on from the kernel, and the traps around it
 * timerfd with TFD_TIMER_ABSTIME on CLOCK_MONOTONIC, the clock behind time.monotonic(): the
   deadline handed to the kernel is exactly the heap's, rounded up to the nanosecond, so a timer
   never fires early and is late only by the scheduler's wake-up latency. An expired one-shot
-  timerfd stays readable until read, so we acknowledge it when it fires. It is re-armed only
-  for an earlier deadline than the one it holds (see _arm_timerfd).
+  timerfd stays readable until read or set again: we never read it, since arming it for the
+  next deadline (or disarming it when no timer is left) before the next blocking wait clears
+  the expiration too, a syscall fewer per wake-up. It is re-armed only for an earlier deadline
+  than the one it holds (see _arm_timerfd).
 * After fork() the child shares the parent's epoll instance, timerfd and eventfd (the open
   file descriptions): a child re-arming "its" timer would move the parent's. So every reactor
   gets fresh kernel objects in a forked child (_renew_after_fork).
@@ -197,6 +199,7 @@ class Reactor:
             self._epoll.register(self._wakeup_fd, EPOLLIN)
             undo.pop_all()
         self._armed_deadline: float | None = None  # what the timerfd holds, None if disarmed
+        self._timer_expired = False  # it fired and polls readable until set again
 
     def _renew_after_fork(self) -> None:
         """In a forked child: kernel objects of our own, so nothing we do reaches the parent."""
@@ -470,7 +473,7 @@ class Reactor:
                 if ready:  # a thread appended between our first look and the flag
                     ready_fds = self._epoll.poll(0)
                 else:
-                    if timers:
+                    if timers or self._timer_expired:
                         self._arm_timerfd()
                     ready_fds = self._epoll.poll(-1)
             finally:
@@ -493,8 +496,9 @@ class Reactor:
                         else:
                             append(writer)
                 elif fd == self._timer_fd:
-                    _linux.timerfd_acknowledge(fd)
+                    # Expired: it polls readable until _arm_timerfd sets it again.
                     self._armed_deadline = None
+                    self._timer_expired = True
                 elif fd == self._wakeup_fd:
                     _linux.eventfd_drain(fd)
 
@@ -552,6 +556,10 @@ class Reactor:
             if armed is None or deadline < armed:
                 _linux.timerfd_arm_at(self._timer_fd, deadline)
                 self._armed_deadline = deadline
+                self._timer_expired = False
+        elif self._timer_expired:
+            _linux.timerfd_disarm(self._timer_fd)  # else it would wake every blocking wait
+            self._timer_expired = False
 
     def _compact_timers(self) -> None:
         timers = self._timers

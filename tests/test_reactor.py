@@ -182,7 +182,7 @@ def test_timerfd_past_deadline_fires_at_once(
     # 0 would mean "disarm" to the kernel and negatives are refused: both must fire instead.
     linux.timerfd_arm_at(timer_fd, deadline)
     assert _readable(timer_fd, GUARD)
-    linux.timerfd_acknowledge(timer_fd)
+    assert int.from_bytes(os.read(timer_fd, 8), "little") == 1
     assert not _readable(timer_fd)
 
 
@@ -190,16 +190,19 @@ def test_timerfd_rearm_replaces_deadline(linux: ModuleType, timer_fd: int) -> No
     linux.timerfd_arm_at(timer_fd, time.monotonic() + 3600)
     linux.timerfd_arm_at(timer_fd, 0.0)
     assert _readable(timer_fd, GUARD)
-    linux.timerfd_acknowledge(timer_fd)
+    # Arming again (the reactor never reads its timerfd) clears the expiration.
     linux.timerfd_arm_at(timer_fd, time.monotonic() + 3600)
     assert not _readable(timer_fd)
 
 
-def test_timerfd_acknowledge_unexpired_does_not_raise(linux: ModuleType, timer_fd: int) -> None:
-    linux.timerfd_acknowledge(timer_fd)  # never armed
-    linux.timerfd_arm_at(timer_fd, time.monotonic() + 3600)
-    linux.timerfd_acknowledge(timer_fd)  # armed, not expired
+def test_timerfd_disarm_clears_an_expiration(linux: ModuleType, timer_fd: int) -> None:
+    linux.timerfd_disarm(timer_fd)  # never armed: no error
+    linux.timerfd_arm_at(timer_fd, 0.0)
+    assert _readable(timer_fd, GUARD)
+    linux.timerfd_disarm(timer_fd)
     assert not _readable(timer_fd)
+    with pytest.raises(BlockingIOError):
+        os.read(timer_fd, 8)  # nothing to read: disarmed, and no expiration counted
 
 
 def test_epoll_is_cloexec() -> None:
@@ -449,6 +452,34 @@ def test_timerfd_that_fires_early_is_rearmed_for_the_live_deadline(loop: epolloo
     # Armed for the cancelled timer, which fired early and found nothing; then for the live one.
     assert armed_for_doomed == [True]
     assert armed_for_live == [True]
+
+
+@needs_epoll_wait_numbers
+def test_timerfd_that_fired_is_clear_while_the_loop_sleeps(loop: epolloop.Loop) -> None:
+    # The reactor never reads its timerfd: disarming it once the last timer has run is what
+    # stops it polling readable. A readable one would end every blocking wait at once.
+    fd = loop._timer_fd
+    loop_thread = threading.get_native_id()
+    readable_while_asleep: list[bool] = []
+    failures: list[BaseException] = []
+
+    def watch() -> None:
+        try:
+            _wait_until(lambda: _in_epoll_wait(loop_thread), "the loop asleep after its timer")
+            readable_while_asleep.append(bool(select.select([fd], [], [], 0)[0]))
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+    watcher = threading.Thread(target=watch)
+    loop.call_later(0.001, watcher.start)
+    try:
+        loop.run_forever()
+    finally:
+        watcher.join(GUARD)
+    assert not failures, failures
+    assert readable_while_asleep == [False]
 
 
 def test_timerfd_not_armed_without_timers(loop: epolloop.Loop, wake: socket.socket) -> None:

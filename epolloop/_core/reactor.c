@@ -48,6 +48,7 @@ typedef struct ReactorObject {
     PyObject *weakreflist;
     int epoll_fd, timer_fd, wakeup_fd;
     char armed;            /* the timerfd holds armed_deadline */
+    char timer_expired;    /* it fired and polls readable until set again (never read) */
     double armed_deadline;
     Watchers *watchers;
     int watchers_size;
@@ -262,6 +263,15 @@ arm_timerfd(ReactorObject *self)
         self->cancelled_timers--;
     }
     if (self->timers_len == 0) {
+        /* Disarming clears an expiration as arming does; else it would wake every wait. */
+        if (self->timer_expired) {
+            struct itimerspec disarm = {{0, 0}, {0, 0}};
+            if (timerfd_settime(self->timer_fd, 0, &disarm, NULL) < 0) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                return -1;
+            }
+            self->timer_expired = 0;
+        }
         return 0;
     }
     double deadline = self->timers[0]->deadline;
@@ -282,6 +292,7 @@ arm_timerfd(ReactorObject *self)
     }
     self->armed = 1;
     self->armed_deadline = deadline;
+    self->timer_expired = 0; /* setting it cleared any expiration not yet seen */
     return 0;
 }
 
@@ -986,16 +997,19 @@ dispatch_events(ReactorObject *self, int count)
                 }
             }
         }
-        else if (fd == self->timer_fd || fd == self->wakeup_fd) {
-            /* Acknowledge the expiry, or drain the counter, so the fd stops polling
-             * readable; EAGAIN only means there was nothing to take. */
+        else if (fd == self->timer_fd) {
+            /* Not read: arm_timerfd's next timerfd_settime clears the expiration (see
+             * _reactor.py), a syscall fewer per wake-up. */
+            self->armed = 0;
+            self->timer_expired = 1;
+        }
+        else if (fd == self->wakeup_fd) {
+            /* Drain the counter so the fd stops polling readable; EAGAIN only means there
+             * was nothing to take. */
             uint64_t counter;
             if (read(fd, &counter, sizeof counter) < 0 && errno != EAGAIN) {
                 PyErr_SetFromErrno(PyExc_OSError);
                 return -1;
-            }
-            if (fd == self->timer_fd) {
-                self->armed = 0;
             }
         }
     }
@@ -1171,6 +1185,7 @@ open_kernel_objects(ReactorObject *self)
     self->timer_fd = timer_fd;
     self->wakeup_fd = wakeup_fd;
     self->armed = 0;
+    self->timer_expired = 0;
     return 0;
 }
 
