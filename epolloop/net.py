@@ -210,14 +210,14 @@ class Networking:
         threshold (128 KiB). Those reads go through the loop's buffer and copy out what
         arrived; smaller ones (and sockets of other types, whose recv may be their own) call
         recv itself."""
-        if n <= _HEAP_READ_LIMIT or n > _READ_BUFFER_SIZE or type(sock) is not socket.socket:
+        if not _through_read_buffer(sock, n):
             return sock.recv(n)
         buffer = self._read_buffer()
         return bytes(buffer[: sock.recv_into(buffer, n)])
 
     def _recvfrom(self, sock: socket.socket, n: int) -> tuple[bytes, Any]:
         """sock.recvfrom(n), as _recv is sock.recv(n)."""
-        if n <= _HEAP_READ_LIMIT or n > _READ_BUFFER_SIZE or type(sock) is not socket.socket:
+        if not _through_read_buffer(sock, n):
             return sock.recvfrom(n)
         buffer = self._read_buffer()
         size, address = sock.recvfrom_into(buffer, n)
@@ -293,6 +293,8 @@ class Networking:
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         self._check_sock(sock)
         sent = self._send_now(sock, data)
+        if type(data) in (bytes, bytearray) and sent == len(data):
+            return  # hot path: all of it went, no view needed (len counts bytes here)
         view = memoryview(data).cast("B")
         if sent == len(view):
             return
@@ -1361,6 +1363,12 @@ class _SendfileDrain(Protocol):
             self._writable.cancel()
         if self._resume_writing:
             self._protocol.resume_writing()
+
+
+def _through_read_buffer(sock: socket.socket, n: int) -> bool:
+    """Whether a read of up to *n* bytes goes through the loop's buffer (see Networking._recv):
+    too large for the heap, small enough for the buffer, and the socket's recv is socket's."""
+    return _HEAP_READ_LIMIT < n <= _READ_BUFFER_SIZE and type(sock) is socket.socket
 
 
 def _complete_when_ready(future: Any, operation: Callable[[], Any], none_means_wait: bool) -> None:

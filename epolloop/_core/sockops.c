@@ -74,12 +74,21 @@ plain_socket_fd(PyObject *sock)
     return (int)fd;
 }
 
+static int
+takes_two_arguments(const char *name, Py_ssize_t nargs)
+{
+    if (nargs == 2) {
+        return 1;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (%zd given)", name, nargs);
+    return 0;
+}
+
 /* recv_now(sock, n): what sock.recv(n) returns now, or None if it would block. */
 static PyObject *
 recv_now(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "recv_now() takes 2 arguments (%zd given)", nargs);
+    if (!takes_two_arguments("recv_now", nargs)) {
         return NULL;
     }
     PyObject *sock = args[0], *size = args[1];
@@ -107,8 +116,7 @@ recv_now(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 send_now(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "send_now() takes 2 arguments (%zd given)", nargs);
+    if (!takes_two_arguments("send_now", nargs)) {
         return NULL;
     }
     PyObject *sock = args[0], *data = args[1];
@@ -117,8 +125,7 @@ send_now(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     if (fd < 0 || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         PyErr_Clear(); /* the method raises what asyncio's callers expect */
         PyObject *call_args[] = {sock, data, msg_nosignal};
-        PyObject *sent = PyObject_VectorcallMethod(
-            str_send, call_args, 3, NULL);
+        PyObject *sent = PyObject_VectorcallMethod(str_send, call_args, 3, NULL);
         if (sent != NULL) {
             return sent;
         }
