@@ -428,6 +428,8 @@ if _core is not None:
         _recv_now = staticmethod(_core.recv_now)
         _send_now = staticmethod(_core.send_now)
         _accept_now = staticmethod(_core.accept_now)
+        _accept_connection = staticmethod(_core.accept_connection)
+        _peer_address = staticmethod(_core.peer_address)
 
     Loop: type[LoopMethods] = CLoop
 else:

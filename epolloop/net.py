@@ -224,7 +224,8 @@ class Networking:
         return bytes(buffer[:size]), address
 
     # The first try of sock_recv, sock_sendall and accepting, a hot path: the C core has its
-    # own (_core.recv_now, send_now, accept_now), which does not raise to say it would block.
+    # own (_core.recv_now, send_now, accept_now, accept_connection, peer_address), which does
+    # not raise to say it would block.
 
     def _recv_now(self, sock: socket.socket, n: int) -> bytes | None:
         """What sock.recv(n) returns now, or None if it would block."""
@@ -249,6 +250,16 @@ class Networking:
             return None
         conn.setblocking(False)
         return conn, address
+
+    def _accept_connection(self, sock: socket.socket) -> tuple[socket.socket, Any] | None:
+        """_accept_now for a server: the peer as the loop keeps it (see _peer_address)."""
+        return self._accept_now(sock)
+
+    @staticmethod
+    def _peer_address(peer: Any) -> Any:
+        """The address of a peer that _accept_connection gave. The C core keeps an IP address
+        as the kernel wrote it until asked, to spare every idle connection the Python form."""
+        return peer
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
         self._check_sock(sock)
@@ -1125,7 +1136,7 @@ class Networking:
         # Hot path for servers: up to a backlog's worth of connections per wake-up.
         for _ in range(server._backlog):
             try:
-                accepted = self._accept_now(sock)
+                accepted = self._accept_connection(sock)
             except ConnectionAbortedError:
                 accepted = None  # the peer gave up already: as good as an empty queue
             except OSError as exc:
@@ -1136,8 +1147,8 @@ class Networking:
             if accepted is None:
                 server._starved = False  # caught up with the listen queue
                 return
-            conn, address = accepted
-            self._serve_connection(server, conn, {"peername": address})
+            conn, peer = accepted
+            self._serve_connection(server, conn, peer)
 
     def _pause_accepting(self, server: Server, sock: socket.socket, exc: OSError) -> None:
         # Out of descriptors or memory. The listening socket stays readable, so watching it
@@ -1169,15 +1180,16 @@ class Networking:
         if server._sockets is not None and sock in server._sockets:
             self._start_serving(server, sock)
 
-    def _serve_connection(self, server: Server, conn: socket.socket, extra: dict[str, Any]) -> None:
+    def _serve_connection(self, server: Server, conn: socket.socket, peer: Any) -> None:
         if server._ssl_context is not None:
             # The TLS handshake takes round trips: it runs in a task of its own.
+            extra = {"peername": self._peer_address(peer)}
             self.create_task(self._serve_tls_connection(server, conn, extra))  # type: ignore[attr-defined]
             return
         protocol = None
         try:
             protocol = server._protocol_factory()
-            self._StreamTransport(self, conn, protocol, extra=extra, server=server)
+            self._StreamTransport(self, conn, protocol, server=server, peer=peer)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -1,6 +1,8 @@
 """Server: the listening sockets of create_server / create_unix_server, as asyncio's Server.
 
-The server knows its listening sockets and the transports it accepted (its "clients"). Accepting
+The server knows its listening sockets and how many of the transports it accepted (its
+"clients") are not gone yet; close_clients() finds them in the loop's registry of transports.
+(asyncio keeps them in a WeakSet, which costs every idle connection about 145 bytes.) Accepting
 itself is the loop's job (net.py): a reader on each listening socket accepts in a batch, up to
 the backlog, per wake-up.
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import weakref
 from asyncio import AbstractServer, CancelledError, Future, tasks, trsock
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +38,7 @@ class Server(AbstractServer):
     ) -> None:
         self._loop = loop
         self._sockets: list[socket.socket] | None = sockets
-        self._clients: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._client_count = 0  # accepted transports whose connection_lost has not run
         self._waiters: list[Future[None]] | None = []
         self._protocol_factory = protocol_factory
         self._backlog = backlog
@@ -58,15 +59,22 @@ class Server(AbstractServer):
     # -- clients (called by the transports) ---------------------------------------------------
 
     def _attach(self, transport: Any) -> None:
-        self._clients.add(transport)
+        self._client_count += 1
 
     def _detach(self, transport: Any) -> None:
-        self._clients.discard(transport)
+        self._client_count -= 1
         if self._paused and not self._loop.is_closed():
             for sock in list(self._paused):  # a descriptor came free: accept again
                 self._loop._resume_accepting(self, sock)
-        if not self._clients and self._sockets is None:
+        if not self._client_count and self._sockets is None:
             self._wake_up_waiters()
+
+    def _clients(self) -> list[Any]:
+        return [
+            transport
+            for transport in list(self._loop._transports.values())
+            if transport._server is self
+        ]
 
     def _wake_up_waiters(self) -> None:
         waiters = self._waiters
@@ -139,7 +147,7 @@ class Server(AbstractServer):
         if self._serving_forever_fut is not None and not self._serving_forever_fut.done():
             self._serving_forever_fut.cancel()
             self._serving_forever_fut = None
-        if not self._clients:
+        if not self._client_count:
             self._wake_up_waiters()
 
     def _unlink_unix_path(self, sock: socket.socket) -> None:
@@ -155,11 +163,11 @@ class Server(AbstractServer):
             pass
 
     def close_clients(self) -> None:
-        for transport in self._clients.copy():
+        for transport in self._clients():
             transport.close()
 
     def abort_clients(self) -> None:
-        for transport in self._clients.copy():
+        for transport in self._clients():
             transport.abort()
 
     async def wait_closed(self) -> None:

@@ -21,6 +21,7 @@ import pathlib
 import secrets
 import socket
 import stat
+import struct
 import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -205,6 +206,25 @@ async def test_server_on_one_host_and_an_ephemeral_port() -> None:
         await round_trip(client, b"again")
         assert await client.close() is None
         assert await wait(accepted.lost) is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_accepted_peername_outlives_a_peer_reset(loop_name: str, host: str) -> None:
+    """An accepted connection's peername is the address accept() gave, even when it is first
+    asked after the peer reset the connection, when getpeername() fails."""
+    loop = asyncio.get_running_loop()
+    async with serving(loop, host, echo=False) as (server, accepting):
+        [listener] = server.sockets
+        with socket.socket(listener.family, socket.SOCK_STREAM) as client:
+            client.connect(listener.getsockname())
+            client_address = client.getsockname()
+            accepted = await accepting.next()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert isinstance(await wait(accepted.lost), ConnectionResetError)
+        peername = accepted.transport.get_extra_info("peername")
+        if peername is None:
+            _xfail_uvloop(loop_name, "peername is looked up when asked, None after a reset")
+        assert peername == client_address
 
 
 async def test_server_on_a_list_of_hosts() -> None:
@@ -518,10 +538,11 @@ async def test_wait_closed_of_a_closed_idle_server_returns() -> None:
 async def test_close_or_abort_clients(loop_name: str, method: str) -> None:
     _xfail_uvloop(loop_name, "Server has no close_clients()/abort_clients() (Python 3.13)")
     loop = asyncio.get_running_loop()
-    async with serving(loop) as (server, accepting):
+    async with serving(loop) as (server, accepting), serving(loop) as (other, _):
         address = address_of(server)
         clients = [await connect(loop, *address) for _ in range(3)]
         accepted = [await accepting.next() for _ in clients]
+        other_client = await connect(loop, *address_of(other))
         await round_trip(clients[0])
         getattr(server, method)()
         for protocol in accepted:
@@ -532,6 +553,8 @@ async def test_close_or_abort_clients(loop_name: str, method: str) -> None:
         client = await connect(loop, *address)
         await round_trip(client)
         await client.close()
+        await round_trip(other_client)  # another server's connection is not its client
+        await other_client.close()
 
 
 async def test_server_as_async_context_manager() -> None:

@@ -9,12 +9,15 @@
  * READ_SIZE). Sockets of other types (mocks, subclasses with their own recv or send) go
  * through their methods, with the same results.
  *
- * accept_now() serves both sock_accept() and the servers' accept path: one accept4() that
- * makes the connection non-blocking and close-on-exec at once (socket.accept() and then
- * setblocking(False) take an ioctl more), and no exception once the listen queue is empty.
+ * accept_now() (sock_accept()) and accept_connection() (the servers' accept path) make one
+ * accept4() that makes the connection non-blocking and close-on-exec at once (socket.accept()
+ * and then setblocking(False) take an ioctl more), and raise nothing once the listen queue is
+ * empty. A server keeps its connections' IP peer addresses as the kernel gave them (a
+ * SockAddr, 48 bytes) and decodes one only when asked (peer_address()): the tuple, str and
+ * int cost about 170 bytes more for every idle connection that nobody asks about.
  *
  * The pure core has the same functions in net.py (Networking._recv_now, _send_now,
- * _accept_now).
+ * _accept_now, _accept_connection, _peer_address).
  */
 #include "core.h"
 
@@ -145,13 +148,13 @@ send_now(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     return PyErr_SetFromErrno(PyExc_OSError);
 }
 
-/* The Python form of an accepted peer's address, as socket.accept() gives it; NULL with
- * no exception for a family this does not know (the caller asks the socket instead). */
+/* The Python form of a peer's address, as socket.accept() gives it; NULL with no exception
+ * for a family this does not know (the caller asks the socket instead). */
 static PyObject *
-peer_address(const struct sockaddr_storage *address, socklen_t length)
+address_of(const struct sockaddr *address, socklen_t length)
 {
     char text[INET6_ADDRSTRLEN];
-    switch (address->ss_family) {
+    switch (address->sa_family) {
     case AF_INET: {
         const struct sockaddr_in *in = (const struct sockaddr_in *)address;
         inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
@@ -175,6 +178,58 @@ peer_address(const struct sockaddr_storage *address, socklen_t length)
     default:
         return NULL;
     }
+}
+
+/* SockAddr: an IPv4 or IPv6 peer address as accept() filled it in, Py_SIZE bytes. */
+typedef struct {
+    PyObject_VAR_HEAD
+    char address[1];
+} SockAddrObject;
+
+static PyTypeObject *SockAddr_Type;
+
+static PyObject *
+sockaddr_new(const struct sockaddr_storage *address, socklen_t length)
+{
+    SockAddrObject *self = PyObject_NewVar(SockAddrObject, SockAddr_Type, length);
+    if (self != NULL) {
+        memcpy(self->address, address, length);
+    }
+    return (PyObject *)self;
+}
+
+static void
+SockAddr_dealloc(SockAddrObject *self)
+{
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_Free(self);
+    Py_DECREF(type);
+}
+
+static PyType_Slot SockAddr_slots[] = {
+    {Py_tp_doc, "A peer's address as the kernel gave it (see peer_address())."},
+    {Py_tp_dealloc, SockAddr_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec SockAddr_spec = {
+    .name = "epolloop._core.SockAddr",
+    .basicsize = offsetof(SockAddrObject, address),
+    .itemsize = 1,
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = SockAddr_slots,
+};
+
+/* peer_address(peer): the address a SockAddr holds, in Python form; anything else (what a
+ * socket's own accept() returned) as it is. */
+static PyObject *
+peer_address(PyObject *Py_UNUSED(module), PyObject *peer)
+{
+    if (Py_TYPE(peer) != SockAddr_Type) {
+        return Py_NewRef(peer);
+    }
+    SockAddrObject *raw = (SockAddrObject *)peer;
+    return address_of((const struct sockaddr *)raw->address, (socklen_t)Py_SIZE(raw));
 }
 
 static PyObject *
@@ -209,10 +264,10 @@ wrap_accepted(PyObject *listener, int fd)
     return result;
 }
 
-/* accept_now(sock): what sock.accept() returns now, with the connection made non-blocking,
- * or None if no connection waits. */
+/* What sock.accept() returns now, with the connection made non-blocking, or None if no
+ * connection waits; with keep_raw, an IP peer's address is a SockAddr. */
 static PyObject *
-accept_now(PyObject *Py_UNUSED(module), PyObject *sock)
+accept_socket(PyObject *sock, int keep_raw)
 {
     int fd = plain_socket_fd(sock);
     if (fd < 0) {
@@ -250,9 +305,15 @@ accept_now(PyObject *Py_UNUSED(module), PyObject *sock)
         close(conn);
         return NULL;
     }
-    PyObject *peer = peer_address(&address, length);
-    if (peer == NULL && !PyErr_Occurred()) {
-        peer = PyObject_CallMethodNoArgs(wrapped, str_getpeername);
+    PyObject *peer;
+    if (keep_raw && (address.ss_family == AF_INET || address.ss_family == AF_INET6)) {
+        peer = sockaddr_new(&address, length);
+    }
+    else {
+        peer = address_of((struct sockaddr *)&address, length);
+        if (peer == NULL && !PyErr_Occurred()) {
+            peer = PyObject_CallMethodNoArgs(wrapped, str_getpeername);
+        }
     }
     if (peer == NULL) {
         Py_DECREF(wrapped); /* closes the connection */
@@ -264,6 +325,20 @@ accept_now(PyObject *Py_UNUSED(module), PyObject *sock)
     return result;
 }
 
+/* accept_now(sock): what sock.accept() returns now, or None. */
+static PyObject *
+accept_now(PyObject *Py_UNUSED(module), PyObject *sock)
+{
+    return accept_socket(sock, 0);
+}
+
+/* accept_connection(sock): accept_now(), with an IP peer's address kept as a SockAddr. */
+static PyObject *
+accept_connection(PyObject *Py_UNUSED(module), PyObject *sock)
+{
+    return accept_socket(sock, 1);
+}
+
 static PyMethodDef sockops_methods[] = {
     {"recv_now", (PyCFunction)(void (*)(void))recv_now, METH_FASTCALL,
      "recv_now(sock, n): what sock.recv(n) returns now, or None if it would block."},
@@ -273,6 +348,11 @@ static PyMethodDef sockops_methods[] = {
     {"accept_now", (PyCFunction)accept_now, METH_O,
      "accept_now(sock): what sock.accept() returns now, the connection made non-blocking, or "
      "None if no connection waits."},
+    {"accept_connection", (PyCFunction)accept_connection, METH_O,
+     "accept_connection(sock): accept_now(sock), an IP peer's address kept as a SockAddr "
+     "until peer_address() decodes it."},
+    {"peer_address", (PyCFunction)peer_address, METH_O,
+     "peer_address(peer): the address in Python form if peer is a SockAddr, else peer."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -314,6 +394,10 @@ sockops_init(PyObject *module)
     if (socket_type == NULL || str_fileno == NULL || str_recv == NULL || str_send == NULL ||
         str_accept == NULL || str_setblocking == NULL || str_getpeername == NULL ||
         msg_nosignal == NULL) {
+        return -1;
+    }
+    SockAddr_Type = (PyTypeObject *)PyType_FromModuleAndSpec(module, &SockAddr_spec, NULL);
+    if (SockAddr_Type == NULL) {
         return -1;
     }
     return PyModule_AddFunctions(module, sockops_methods);

@@ -63,10 +63,13 @@ class SocketExtra:
     address and its peer's (None where there is none). They are looked up the first time
     anyone asks, or just before the socket closes (asyncio answers after a close too): an
     idle connection nobody asks about holds none of them, about 200 bytes. An accepted
-    connection's peername comes with it. Goes before FdTransport in a transport's bases."""
+    connection's peer is the one accept() gave, in the form the loop keeps it
+    (loop._peer_address). Goes before FdTransport in a transport's bases."""
 
     _extra: dict[str, Any]
     _sock: Any
+    _loop: Any
+    _peer: Any = None  # an accepted connection's peer, as loop._accept_connection gave it
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         extra = self._extra
@@ -79,6 +82,8 @@ class SocketExtra:
         if sock is None or "socket" in extra:
             return
         extra["socket"] = trsock.TransportSocket(sock)
+        if self._peer is not None and "peername" not in extra:
+            extra["peername"] = self._loop._peer_address(self._peer)
         for key, address_of in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
             if key not in extra:
                 try:

@@ -27,11 +27,14 @@ class StreamTransport(SocketExtra, ByteReading, QueuedWriting, FdTransport, Tran
         waiter: Any = None,
         extra: dict[str, Any] | None = None,
         server: Any = None,
+        peer: Any = None,
     ) -> None:
         if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
             # Small writes go out at once, as asyncio does for its TCP transports.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().__init__(loop, sock, protocol, waiter, extra)
+        if peer is not None:
+            self._peer = peer
         if server is not None:
             self._server = server
             server._attach(self)
