@@ -10,7 +10,7 @@ from setuptools.command.build_ext import build_ext
 
 CORE_SOURCES = [
     os.path.join("epolloop", "_core", name)
-    for name in ("module.c", "handles.c", "reactor.c", "stream.c", "sockops.c")
+    for name in ("module.c", "handles.c", "reactor.c", "stream.c", "sockops.c", "registry.c")
 ]
 
 

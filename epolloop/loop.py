@@ -36,6 +36,7 @@ from ._native import core as _core
 from .net import Networking
 from .processes import Processes
 from .signals import Signals
+from .transports.registry import TransportRegistry
 from .transports.stream import CStreamTransport
 
 _T = TypeVar("_T")
@@ -63,10 +64,11 @@ class LoopMethods(Networking, Processes, Signals):
     Reactor (whose scheduling methods it inherits) and AbstractEventLoop (last, so that none of
     its abstract methods, which only raise, hides the reactor's)."""
 
+    _TransportRegistry: Callable[[], Any] = TransportRegistry  # the core's (see registry.py)
+
     def __init__(self) -> None:
         super().__init__()  # the reactor's
-        # fd -> the transport that owns it, so user watchers cannot steal a transport's fd.
-        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._transports = self._TransportRegistry()
         # Subprocess transports whose child is still watched through its pidfd.
         self._processes: weakref.WeakSet[Any] = weakref.WeakSet()
         # signal number -> handle; the socketpair that wakes the loop, made with the first.
@@ -425,6 +427,7 @@ if _core is not None:
         """An asyncio event loop on epoll, timerfd and eventfd: the C core."""
 
         _StreamTransport = CStreamTransport
+        _TransportRegistry = _core.TransportRegistry
         _recv_now = staticmethod(_core.recv_now)
         _send_now = staticmethod(_core.send_now)
         _accept_now = staticmethod(_core.accept_now)

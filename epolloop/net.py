@@ -21,7 +21,6 @@ import os
 import socket
 import stat
 import sys
-import weakref
 from asyncio import (
     Protocol,
     SendfileNotAvailableError,
@@ -38,6 +37,7 @@ from typing import Any
 from .server import Server
 from .transports.base import connected
 from .transports.datagram import DatagramSocketTransport
+from .transports.registry import TransportRegistry
 from .transports.stream import StreamTransport
 
 try:
@@ -112,7 +112,7 @@ def _bind_error(address: Any, exc: OSError) -> OSError:
 class Networking:
     """The socket-facing half of Loop (a mixin; see the module docstring)."""
 
-    _transports: weakref.WeakValueDictionary[int, Any]
+    _transports: TransportRegistry
     # The transport of connected stream sockets: the C core's loop sets its own.
     _StreamTransport: type[StreamTransport] = StreamTransport
     _read_view: memoryview | None = None
@@ -138,10 +138,7 @@ class Networking:
                 fileno = int(fileno.fileno())
             except (AttributeError, TypeError, ValueError):
                 raise ValueError(f"Invalid file object: {fd!r}") from None
-        # Hot path (each sock_* wait): WeakValueDictionary.get raises and catches a KeyError
-        # for an fd no transport owns (~0.8 µs); its data dict maps to weak references.
-        ref = self._transports.data.get(fileno)
-        transport = ref() if ref is not None else None
+        transport = self._transports.get(fileno)
         if transport is not None and not transport.is_closing():
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
@@ -1276,7 +1273,7 @@ class Networking:
     ) -> int:
         fd = transport._fd
         # The transport lends its socket to sock_sendfile for the duration.
-        del self._transports[fd]
+        self._transports.discard(fd, transport)
         resume_reading = transport.is_reading()
         transport.pause_reading()
         await transport._make_empty_waiter()
@@ -1292,7 +1289,7 @@ class Networking:
             transport._reset_empty_waiter()
             if resume_reading:
                 transport.resume_reading()
-            self._transports[fd] = transport
+            self._transports.add(fd, transport)
 
     async def _sendfile_fallback(
         self, transport: Any, file: Any, offset: int, count: int | None

@@ -72,7 +72,7 @@ class Server(AbstractServer):
     def _clients(self) -> list[Any]:
         return [
             transport
-            for transport in list(self._loop._transports.values())
+            for transport in self._loop._transports.transports()
             if transport._server is self
         ]
 

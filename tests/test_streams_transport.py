@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import gc
 import hashlib
 import itertools
 import logging
@@ -25,6 +26,7 @@ import socket
 import stat
 import struct
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -1193,3 +1195,52 @@ async def test_no_fd_leaks(network: Network) -> None:
     await scenarios()
     assert await _settle_fds(before) == before
     assert [type(context["exception"]) for context in contexts] == [Boom] * 3
+
+
+async def test_unclosed_stream_transport_warns_and_lets_go_of_its_fd(loop_name: str) -> None:
+    """A stream transport collected while still open (paused first: a transport the loop polls
+    stays referenced by the loop): a ResourceWarning, its socket closed, and the loop no
+    longer takes the fd number for a transport's. A socket that gets the number next can be
+    watched, and (3.13) the server's close_clients() passes the collected transport over."""
+    gc.collect()  # the garbage of earlier tests, whatever it warns about, goes first
+    loop = asyncio.get_running_loop()
+    kept: list[Any] = []
+    made: asyncio.Future[int] = loop.create_future()
+
+    class Pausing(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            transport.pause_reading()
+            kept.append(transport)
+            made.set_result(transport.get_extra_info("socket").fileno())
+
+    server = await loop.create_server(Pausing, "127.0.0.1", 0)
+    other, peer = socket.socketpair()  # numbered before the transport's fd comes free
+    try:
+        with socket.create_connection(server.sockets[0].getsockname()) as client:
+            fd = await wait(made)
+            await spin(3)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                kept.clear()
+                gc.collect()
+            messages = [str(x.message) for x in caught if issubclass(x.category, ResourceWarning)]
+            if not messages and loop_name == "uvloop":
+                pytest.xfail("uvloop: no ResourceWarning for an unclosed transport")
+            # (Its socket, collected with it, may warn too, on asyncio as well.)
+            assert [m for m in messages if m.startswith("unclosed transport")], messages
+            client.settimeout(GUARD)
+            assert client.recv(1) == b"", "the transport closes its socket"
+            os.dup2(other.fileno(), fd)  # the number now names another socket
+            try:
+                watched = loop.create_future()
+                loop.add_writer(fd, lambda: watched.done() or watched.set_result(None))
+                await wait(watched)
+                assert loop.remove_writer(fd)
+            finally:
+                os.close(fd)
+            if hasattr(server, "close_clients"):
+                server.close_clients()
+    finally:
+        other.close()
+        peer.close()
+        server.close()  # (asyncio 3.12's wait_closed() would wait for the collected transport)

@@ -98,11 +98,27 @@ restore_exception(PyObject *exc)
 #endif
 }
 
+/* An array grown to `count` items of `size` bytes: the new array, or NULL with MemoryError
+ * set and the old one still in place (PyMem_Resize would overwrite the caller's pointer). */
+static inline void *
+grow_array(void *array, size_t count, size_t size)
+{
+    void *grown = count <= PY_SSIZE_T_MAX / size ? PyMem_Realloc(array, count * size) : NULL;
+    if (grown == NULL) {
+        PyErr_NoMemory();
+    }
+    return grown;
+}
+
 static inline void
 set_flag(PyObject **slot, int value)
 {
     Py_XSETREF(*slot, Py_NewRef(value ? Py_True : Py_False));
 }
+
+/* module.c: for METH_FASTCALL functions of two arguments: 1 if nargs is 2, else 0 with a
+ * TypeError naming the function. */
+int takes_two_arguments(const char *name, Py_ssize_t nargs);
 
 /* module.c: whether asyncio's slot `name` on `type` is an object slot at `offset`. */
 int slot_at(PyObject *type, const char *name, Py_ssize_t offset);
@@ -119,6 +135,9 @@ int stream_init(PyObject *module);
 
 /* sockops.c */
 int sockops_init(PyObject *module);
+
+/* registry.c */
+int registry_init(PyObject *module);
 
 /* handles.c */
 /* A new handle of our type for callback(*args); context NULL or None: a copy of the current

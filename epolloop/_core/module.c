@@ -69,6 +69,17 @@ slot_at(PyObject *type, const char *name, Py_ssize_t offset)
     return matches;
 }
 
+/* See core.h. */
+int
+takes_two_arguments(const char *name, Py_ssize_t nargs)
+{
+    if (nargs == 2) {
+        return 1;
+    }
+    PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (%zd given)", name, nargs);
+    return 0;
+}
+
 static struct PyModuleDef core_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "epolloop._core",
@@ -87,6 +98,7 @@ PyInit__core(void)
         return NULL;
     }
     if (handles_init(module) < 0 || stream_init(module) < 0 || sockops_init(module) < 0 ||
+        registry_init(module) < 0 ||
         PyModule_AddObjectRef(module, "Reactor", (PyObject *)&Reactor_Type) < 0 ||
         reactor_module_init(module) < 0) {
         Py_DECREF(module);

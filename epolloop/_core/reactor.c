@@ -216,9 +216,9 @@ heap_push(ReactorObject *self, TimerHandleObject *timer)
 {
     if (self->timers_len == self->timers_capacity) {
         Py_ssize_t capacity = self->timers_capacity ? self->timers_capacity * 2 : 64;
-        TimerHandleObject **timers = PyMem_Resize(self->timers, TimerHandleObject *, capacity);
+        TimerHandleObject **timers =
+            grow_array(self->timers, (size_t)capacity, sizeof(TimerHandleObject *));
         if (timers == NULL) {
-            PyErr_NoMemory();
             return -1;
         }
         self->timers = timers;
@@ -682,9 +682,8 @@ watchers_reserve(ReactorObject *self, int fd)
     while (size <= fd) {
         size *= 2;
     }
-    Watchers *watchers = PyMem_Resize(self->watchers, Watchers, size);
+    Watchers *watchers = grow_array(self->watchers, (size_t)size, sizeof(Watchers));
     if (watchers == NULL) {
-        PyErr_NoMemory();
         return -1;
     }
     memset(watchers + self->watchers_size, 0, (size - self->watchers_size) * sizeof(Watchers));

@@ -77,16 +77,6 @@ plain_socket_fd(PyObject *sock)
     return (int)fd;
 }
 
-static int
-takes_two_arguments(const char *name, Py_ssize_t nargs)
-{
-    if (nargs == 2) {
-        return 1;
-    }
-    PyErr_Format(PyExc_TypeError, "%s() takes 2 arguments (%zd given)", name, nargs);
-    return 0;
-}
-
 /* recv_now(sock, n): what sock.recv(n) returns now, or None if it would block. */
 static PyObject *
 recv_now(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)

@@ -152,12 +152,14 @@ class FdTransport:
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._sock is not None:
+            self._loop._transports.discard(self._fd, self)  # first: see registry.py
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
             if self._server is not None:
                 self._server._detach(self)
 
     def _close_sock(self) -> None:
+        self._loop._transports.discard(self._fd, self)
         self._sock.close()
         self._sock = None
 

@@ -51,7 +51,7 @@ class DatagramSocketTransport(
         self._buffer_size = 0
         super().__init__(loop, sock, protocol, waiter, extra)
         self._connected = self.get_extra_info("peername") is not None
-        loop._transports[self._fd] = self
+        loop._transports.add(self._fd, self)
 
     def _start(self) -> None:
         self._start_reading()

@@ -38,7 +38,7 @@ class StreamTransport(SocketExtra, ByteReading, QueuedWriting, FdTransport, Tran
         if server is not None:
             self._server = server
             server._attach(self)
-        loop._transports[self._fd] = self
+        loop._transports.add(self._fd, self)
 
     def _start(self) -> None:
         self._start_reading()
