@@ -139,7 +139,11 @@ class Networking:
             except (AttributeError, TypeError, ValueError):
                 raise ValueError(f"Invalid file object: {fd!r}") from None
         transport = self._transports.get(fileno)
-        if transport is not None and not transport.is_closing():
+        if (
+            transport is not None
+            and not transport.is_closing()
+            and transport._empty_waiter is None  # else loop.sendfile lent it its socket
+        ):
             raise RuntimeError(f"File descriptor {fd!r} is used by transport {transport!r}")
 
     def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
@@ -1271,9 +1275,8 @@ class Networking:
     async def _sendfile_native(
         self, transport: StreamTransport, file: Any, offset: int, count: int | None
     ) -> int:
-        fd = transport._fd
-        # The transport lends its socket to sock_sendfile for the duration.
-        self._transports.discard(fd, transport)
+        # The transport lends its socket to sock_sendfile while its _empty_waiter is set
+        # (_ensure_fd_no_transport lets the fd through meanwhile).
         resume_reading = transport.is_reading()
         transport.pause_reading()
         await transport._make_empty_waiter()
@@ -1289,7 +1292,6 @@ class Networking:
             transport._reset_empty_waiter()
             if resume_reading:
                 transport.resume_reading()
-            self._transports.add(fd, transport)
 
     async def _sendfile_fallback(
         self, transport: Any, file: Any, offset: int, count: int | None

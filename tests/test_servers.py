@@ -1116,6 +1116,30 @@ async def test_sendfile_on_a_closing_transport(
         await wait(client.lost)
 
 
+async def test_sendfile_aborted_while_the_write_queue_drains(
+    loop_name: str, big_file: tuple[pathlib.Path, bytes]
+) -> None:
+    """loop.sendfile waits for what write() queued to go out first; an abort() meanwhile makes
+    it raise ConnectionError (asyncio's 'Connection is closed by peer'), not wait forever."""
+    _xfail_uvloop_sendfile(loop_name)
+    loop = asyncio.get_running_loop()
+    async with serving(loop, echo=False) as (server, accepting):
+        client = await connect(loop, *address_of(server))
+        accepted = await accepting.next()
+        accepted.transport.pause_reading()  # the peer reads nothing: the queue stays
+        while client.transport.get_write_buffer_size() == 0:
+            client.transport.write(b"q" * MiB)
+        with open(big_file[0], "rb") as file:
+            sending = asyncio.ensure_future(loop.sendfile(client.transport, file))
+            await spin(3)
+            assert not sending.done(), "sendfile waits for the write queue"
+            client.transport.abort()
+            with pytest.raises(ConnectionError):
+                await wait(sending)
+            assert file.tell() == 0
+        await wait(client.lost)
+
+
 @pytest.mark.parametrize("fallback", [True, False])
 async def test_sendfile_over_tls(
     loop_name: str, big_file: tuple[pathlib.Path, bytes], fallback: bool

@@ -110,6 +110,29 @@ grow_array(void *array, size_t count, size_t size)
     return grown;
 }
 
+/* Make an array indexed by fd (*table, *size items of `size_of_item` bytes) hold index fd:
+ * doubled from 64 items until it does, the new items zeroed. 0, or -1 with MemoryError set and
+ * the array as it was. */
+static inline int
+reserve_fd_table(void **table, int *size, int fd, size_t size_of_item)
+{
+    if (fd < *size) {
+        return 0;
+    }
+    int grown_size = *size ? *size : 64;
+    while (grown_size <= fd) {
+        grown_size = grown_size > INT_MAX / 2 ? INT_MAX : grown_size * 2;
+    }
+    char *grown = grow_array(*table, (size_t)grown_size, size_of_item);
+    if (grown == NULL) {
+        return -1;
+    }
+    memset(grown + (size_t)*size * size_of_item, 0, (size_t)(grown_size - *size) * size_of_item);
+    *table = grown;
+    *size = grown_size;
+    return 0;
+}
+
 static inline void
 set_flag(PyObject **slot, int value)
 {

@@ -675,21 +675,7 @@ watchers_of(ReactorObject *self, int fd)
 static int
 watchers_reserve(ReactorObject *self, int fd)
 {
-    if (fd < self->watchers_size) {
-        return 0;
-    }
-    int size = self->watchers_size ? self->watchers_size : 64;
-    while (size <= fd) {
-        size *= 2;
-    }
-    Watchers *watchers = grow_array(self->watchers, (size_t)size, sizeof(Watchers));
-    if (watchers == NULL) {
-        return -1;
-    }
-    memset(watchers + self->watchers_size, 0, (size - self->watchers_size) * sizeof(Watchers));
-    self->watchers = watchers;
-    self->watchers_size = size;
-    return 0;
+    return reserve_fd_table((void **)&self->watchers, &self->watchers_size, fd, sizeof(Watchers));
 }
 
 static int

@@ -1,9 +1,10 @@
 /* The loop's transports by fd, for the C core: see epolloop/transports/registry.py, the pure
  * core's, for what it is for and the rule that makes its references safe.
  *
- * An array indexed by fd of borrowed references. A transport leaves it before it can die
- * (when its fd closes, or first thing when it is finalized unclosed), so every entry points
- * to a live object. It holds no reference, so the collector never needs to see it.
+ * An array indexed by fd of borrowed references. A transport registers once, in its
+ * constructor, and leaves before it can die (when its fd closes, or first thing when it is
+ * finalized unclosed), so every entry points to a live object. It holds no reference, so the
+ * collector never needs to see it.
  */
 #include "core.h"
 
@@ -13,55 +14,57 @@ typedef struct {
     int size;
 } RegistryObject;
 
-/* The fd argument, or -1 with an exception set. */
+/* The fd argument as an int; -1 for an int that is no fd, -2 with TypeError for anything else. */
 static int
 fd_of(PyObject *arg)
 {
     int overflow;
     long fd = PyLong_AsLongAndOverflow(arg, &overflow);
     if (fd == -1 && PyErr_Occurred()) {
-        return -1;
+        return -2;
     }
-    if (overflow || fd < 0 || fd > INT_MAX - 1) {
-        PyErr_Format(PyExc_ValueError, "invalid file descriptor: %R", arg);
-        return -1;
-    }
-    return (int)fd;
+    return overflow || fd < 0 || fd >= INT_MAX ? -1 : (int)fd;
+}
+
+/* The entry for fd, or NULL if no transport can be registered there. */
+static PyObject **
+entry_of(RegistryObject *self, int fd)
+{
+    return fd >= 0 && fd < self->size ? &self->by_fd[fd] : NULL;
 }
 
 static PyObject *
 Registry_add(RegistryObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int fd = takes_two_arguments("add", nargs) ? fd_of(args[0]) : -1;
-    if (fd < 0) {
+    if (!takes_two_arguments("add", nargs)) {
         return NULL;
     }
-    if (fd >= self->size) {
-        int size = self->size ? self->size : 64;
-        while (size <= fd) {
-            size = size > INT_MAX / 2 ? INT_MAX : size * 2;
-        }
-        PyObject **by_fd = grow_array(self->by_fd, (size_t)size, sizeof(PyObject *));
-        if (by_fd == NULL) {
-            return NULL;
-        }
-        memset(by_fd + self->size, 0, (size_t)(size - self->size) * sizeof(PyObject *));
-        self->by_fd = by_fd;
-        self->size = size;
+    int fd = fd_of(args[0]);
+    if (fd == -1) {
+        PyErr_Format(PyExc_ValueError, "invalid file descriptor: %R", args[0]);
+    }
+    if (fd < 0 ||
+        reserve_fd_table((void **)&self->by_fd, &self->size, fd, sizeof(PyObject *)) < 0) {
+        return NULL;
     }
     self->by_fd[fd] = args[1]; /* borrowed: see the top of this file */
     Py_RETURN_NONE;
 }
 
+/* Never fails for an int: a transport calls it from __del__. */
 static PyObject *
 Registry_discard(RegistryObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    int fd = takes_two_arguments("discard", nargs) ? fd_of(args[0]) : -1;
-    if (fd < 0) {
+    if (!takes_two_arguments("discard", nargs)) {
         return NULL;
     }
-    if (fd < self->size && self->by_fd[fd] == args[1]) {
-        self->by_fd[fd] = NULL;
+    int fd = fd_of(args[0]);
+    if (fd == -2) {
+        return NULL;
+    }
+    PyObject **entry = entry_of(self, fd);
+    if (entry != NULL && *entry == args[1]) {
+        *entry = NULL;
     }
     Py_RETURN_NONE;
 }
@@ -71,13 +74,12 @@ Registry_discard(RegistryObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 Registry_get(RegistryObject *self, PyObject *arg)
 {
-    int overflow;
-    long fd = PyLong_AsLongAndOverflow(arg, &overflow);
-    if (fd == -1 && PyErr_Occurred()) {
+    int fd = fd_of(arg);
+    if (fd == -2) {
         return NULL;
     }
-    PyObject *transport = !overflow && fd >= 0 && fd < self->size ? self->by_fd[fd] : NULL;
-    return Py_NewRef(transport ? transport : Py_None);
+    PyObject **entry = entry_of(self, fd);
+    return Py_NewRef(entry != NULL && *entry != NULL ? *entry : Py_None);
 }
 
 static PyObject *

@@ -13,8 +13,9 @@
  * accept4() that makes the connection non-blocking and close-on-exec at once (socket.accept()
  * and then setblocking(False) take an ioctl more), and raise nothing once the listen queue is
  * empty. A server keeps its connections' IP peer addresses as the kernel gave them (a
- * SockAddr, 48 bytes) and decodes one only when asked (peer_address()): the tuple, str and
- * int cost about 170 bytes more for every idle connection that nobody asks about.
+ * SockAddr, 48 bytes for IPv4, 56 for IPv6) and decodes one only when asked (peer_address()):
+ * the tuple, str and int cost about 170 bytes more for every idle connection that nobody asks
+ * about.
  *
  * The pure core has the same functions in net.py (Networking._recv_now, _send_now,
  * _accept_now, _accept_connection, _peer_address).
@@ -206,7 +207,7 @@ static PyType_Spec SockAddr_spec = {
     .name = "epolloop._core.SockAddr",
     .basicsize = offsetof(SockAddrObject, address),
     .itemsize = 1,
-    .flags = Py_TPFLAGS_DEFAULT,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, /* made by accept only */
     .slots = SockAddr_slots,
 };
 

@@ -129,8 +129,8 @@ class FdTransport:
     ) -> None:
         super().__init__(extra)  # type: ignore[call-arg]  # asyncio.BaseTransport's
         self._loop = loop
-        self._sock = sock
         self._fd = sock.fileno()
+        self._sock = sock  # (after _fd, which __del__ reads when there is a socket)
         self._protocol: Any = None
         self.set_protocol(protocol)
         self._closing = False
@@ -152,11 +152,14 @@ class FdTransport:
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._sock is not None:
-            self._loop._transports.discard(self._fd, self)  # first: see registry.py
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-            if self._server is not None:
-                self._server._detach(self)
+            self._loop._transports.discard(self._fd, self)  # before anything that may raise
+            try:
+                _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            finally:
+                self._sock.close()
+                server, self._server = self._server, None  # (a warning may revive us)
+                if server is not None:
+                    server._detach(self)
 
     def _close_sock(self) -> None:
         self._loop._transports.discard(self._fd, self)
@@ -236,6 +239,9 @@ class FdTransport:
         finally:
             # The fd's epoll registration is gone already (close/_force_close removed it).
             self._close_sock()
+            waiter = self._empty_waiter  # loop.sendfile, waiting for the write queue to drain
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionError("Connection is closed by peer"))
             self._protocol = None
             self._loop = None
             server = self._server

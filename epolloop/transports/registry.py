@@ -2,9 +2,12 @@
 
 The loop asks it whether an fd belongs to a transport (``add_reader`` and the ``sock_*``
 methods refuse such an fd, as asyncio does) and which transports a server accepted
-(``Server.close_clients``). It keeps no transport alive: a transport leaves it when its fd
-closes (``FdTransport._close_sock``) or when it is finalized unclosed (``FdTransport.__del__``),
-and asyncio's ResourceWarning for an unclosed transport still comes.
+(``Server.close_clients``). It keeps no transport alive, so asyncio's ResourceWarning for an
+unclosed transport still comes. A transport registers once, with its own loop, as the last
+step of its constructor; it leaves when its fd closes (``FdTransport._close_sock``) or, before
+anything that may raise, when it is finalized unclosed (``FdTransport.__del__``). Nothing adds
+it again: while loop.sendfile() lends its socket to sock_sendfile it stays registered, and the
+loop lets the fd through because the transport's ``_empty_waiter`` is set.
 
 This is the pure core's registry, over a WeakValueDictionary. The C core's
 (``_core.TransportRegistry``) is an array indexed by fd that holds borrowed references, which
