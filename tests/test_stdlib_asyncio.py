@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import importlib
 import signal
 import sys
@@ -540,12 +541,26 @@ def run_module(name: str, loop_factory: Callable[[], Any] = epolloop.new_event_l
     started = time.monotonic()
     _loop_factory = loop_factory
     try:
-        with _epolloop_everywhere(module), _sigalrm_lent():
+        with _epolloop_everywhere(module), _sigalrm_lent(), _collector_sees_only_new_objects():
             unittest.TestSuite(to_run).run(_Recorder(report))
     finally:
         _loop_factory = epolloop.new_event_loop
     report.seconds = time.monotonic() - started
     return report
+
+
+@contextlib.contextmanager
+def _collector_sees_only_new_objects() -> Iterator[None]:
+    """Keep what the process holds already out of the garbage collector's full passes while a
+    module runs (gc.freeze): test_tasks and test_futures call gc.collect() hundreds of times
+    (one test from each of 100 finalizers), and in pytest's process, after the rest of the
+    suite, each full pass took a second (test_tasks: 107 s against 19 s on its own)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @pytest.mark.epolloop_only
