@@ -1277,10 +1277,11 @@ class Networking:
     ) -> int:
         # The transport lends its socket to sock_sendfile while its _empty_waiter is set
         # (_ensure_fd_no_transport lets the fd through meanwhile).
+        drained = transport._make_empty_waiter()  # refused if another sendfile holds it
         resume_reading = transport.is_reading()
         transport.pause_reading()
-        await transport._make_empty_waiter()
         try:
+            await drained  # (a cancellation here too is undone by the finally)
             return await self.sock_sendfile(
                 transport._sock,
                 file,

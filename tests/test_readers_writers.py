@@ -539,6 +539,8 @@ def _never_opened_fd() -> int:
         ("closed", OSError, errno.EBADF),
         ("never-opened", OSError, errno.EBADF),
         ("regular-file", PermissionError, errno.EPERM),
+        ("far-beyond-the-open-ones", OSError, errno.EBADF),  # no table that large either
+        ("largest-int", OSError, errno.EBADF),
         ("too-large", OverflowError, None),
     ],
 )
@@ -554,6 +556,8 @@ async def test_bad_fd_is_refused(
             "string": "3",
             "regular-file": regular.fileno(),
             "never-opened": _never_opened_fd(),
+            "far-beyond-the-open-ones": 10**9,
+            "largest-int": (1 << 31) - 1,
             "too-large": 1 << 31,
         }.get(case)
         # A registration made before the failure must survive it.

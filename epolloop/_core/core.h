@@ -119,6 +119,10 @@ reserve_fd_table(void **table, int *size, int fd, size_t size_of_item)
     if (fd < *size) {
         return 0;
     }
+    if (fd < 0 || fd == INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "file descriptor out of range");
+        return -1;
+    }
     int grown_size = *size ? *size : 64;
     while (grown_size <= fd) {
         grown_size = grown_size > INT_MAX / 2 ? INT_MAX : grown_size * 2;

@@ -728,14 +728,15 @@ watch(ReactorObject *self, int fd, int direction, PyObject *callback, PyObject *
         check_call(self, callback, WATCH_METHOD[direction], 0) < 0) {
         return NULL;
     }
-    if (watchers_reserve(self, fd) < 0) {
-        return NULL;
-    }
     Watchers *watchers = watchers_of(self, fd);
     if (watchers == NULL) {
         if (epoll_set(self, EPOLL_CTL_ADD, fd, INTEREST[direction]) < 0) {
-            /* Bad fds fail here, with the table untouched. */
+            /* Bad fds fail here, before the table grows to their number. */
             return (HandleObject *)PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (watchers_reserve(self, fd) < 0) {
+            epoll_set(self, EPOLL_CTL_DEL, fd, 0);
+            return NULL;
         }
     }
     else if (epoll_set(self, EPOLL_CTL_MOD, fd,

@@ -487,7 +487,7 @@ class QueuedWriting(WriteFlowControl):
             buffer.clear()
             self._buffer_size = 0
             self._fatal_error(exc, "Fatal write error on socket transport")
-            if self._empty_waiter is not None:
+            if self._empty_waiter is not None and not self._empty_waiter.done():
                 self._empty_waiter.set_exception(exc)
             return
         self._buffer_size -= sent
@@ -503,7 +503,7 @@ class QueuedWriting(WriteFlowControl):
         if not self._buffer:
             self._buffer = ()
             self._loop._remove_writer(self._fd)
-            if self._empty_waiter is not None:
+            if self._empty_waiter is not None and not self._empty_waiter.done():
                 self._empty_waiter.set_result(None)
             if self._closing:
                 self._conn_lost += 1
