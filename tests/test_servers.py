@@ -1116,6 +1116,18 @@ async def test_sendfile_on_a_closing_transport(
         await wait(client.lost)
 
 
+def queue_behind_a_peer_that_does_not_read(client: Recorder, accepted: Recorder) -> int:
+    """Write to *client* until its transport queues, the peer (*accepted*) reading nothing;
+    how many bytes were written."""
+    assert client.transport is not None and accepted.transport is not None
+    accepted.transport.pause_reading()
+    written = 0
+    while client.transport.get_write_buffer_size() == 0:
+        client.transport.write(b"q" * MiB)
+        written += MiB
+    return written
+
+
 async def test_sendfile_aborted_while_the_write_queue_drains(
     loop_name: str, big_file: tuple[pathlib.Path, bytes]
 ) -> None:
@@ -1125,10 +1137,7 @@ async def test_sendfile_aborted_while_the_write_queue_drains(
     loop = asyncio.get_running_loop()
     async with serving(loop, echo=False) as (server, accepting):
         client = await connect(loop, *address_of(server))
-        accepted = await accepting.next()
-        accepted.transport.pause_reading()  # the peer reads nothing: the queue stays
-        while client.transport.get_write_buffer_size() == 0:
-            client.transport.write(b"q" * MiB)
+        queue_behind_a_peer_that_does_not_read(client, await accepting.next())
         with open(big_file[0], "rb") as file:
             sending = asyncio.ensure_future(loop.sendfile(client.transport, file))
             await spin(3)
@@ -1150,11 +1159,7 @@ async def test_sendfile_cancelled_while_the_write_queue_drains(
     async with serving(loop, echo=False) as (server, accepting):
         client = await connect(loop, *address_of(server))
         accepted = await accepting.next()
-        accepted.transport.pause_reading()  # the peer reads nothing: the queue stays
-        queued = 0
-        while client.transport.get_write_buffer_size() == 0:
-            client.transport.write(b"q" * MiB)
-            queued += MiB
+        queued = queue_behind_a_peer_that_does_not_read(client, accepted)
         with open(big_file[0], "rb") as file:
             sending = asyncio.ensure_future(loop.sendfile(client.transport, file))
             await spin(3)
