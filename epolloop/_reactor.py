@@ -76,7 +76,7 @@ from time import monotonic
 from typing import Any
 
 from . import _linux
-from ._linux import EPOLLIN, EPOLLOUT
+from ._linux import EPOLLIN, EPOLLONESHOT, EPOLLOUT
 
 # Compact the timer heap when more than half of it (and more than this many) is cancelled.
 _MIN_TIMERS_TO_COMPACT = 100
@@ -165,6 +165,14 @@ class Reactor:
         self._watchers: dict[int, list[Handle | None]] = {}
         # fd -> the file object it was registered as, for removal after the object is closed.
         self._fileobjs: dict[int, Any] = {}
+        # Waiting readers (see _add_waiting_reader): fd -> whether its one-shot registration
+        # fired (the kernel disarmed it); the fds that fired in the last step and in the one
+        # before (see _rearm_waiting_readers); and fds whose disarmed registration stays in
+        # the kernel with no watcher (the fd's next registration modifies it).
+        self._waiting_fired: dict[int, bool] = {}
+        self._fired_last: list[int] = []
+        self._fired_earlier: list[int] = []
+        self._parked: set[int] = set()
         # Callbacks to run in the next step, in order. deque.append is atomic, which is what
         # makes call_soon_threadsafe safe without a lock.
         self._ready: collections.deque[Handle] = collections.deque()
@@ -209,9 +217,15 @@ class Reactor:
         self._open_kernel_objects()
         self._wakeup_lock = threading.RLock()  # another thread may have held it at the fork
         self._polling = False
+        self._parked.clear()  # (the new epoll instance has none of them)
         for fd, watchers in list(self._watchers.items()):
+            if fd in self._waiting_fired:
+                events = EPOLLIN | EPOLLONESHOT
+                self._waiting_fired[fd] = False
+            else:
+                events = _interest(watchers, _READ) | _interest(watchers, _WRITE)
             try:
-                self._epoll.register(fd, _interest(watchers, _READ) | _interest(watchers, _WRITE))
+                self._epoll.register(fd, events)
             except OSError:
                 self._forget(fd)  # closed without being unwatched
         inherited[0].close()
@@ -378,6 +392,15 @@ class Reactor:
     def _add_writer(self, fd: int, callback: Callable[..., object], *args: Any) -> Handle:
         return self._watch(fd, _WRITE, callback, args)
 
+    def _add_waiting_reader(self, fd: int, callback: Callable[..., object], *args: Any) -> Handle:
+        """_add_reader for a sock_* wait, which ends at the first readiness that completes it:
+        a one-shot registration (EPOLLONESHOT), re-armed if the wait goes on after it fired
+        (_rearm_waiting_readers). Once it fired, removing the reader costs no syscall: the
+        disarmed registration stays in the kernel, never reports, and the fd's next wait
+        modifies it (one epoll_ctl per wait instead of an ADD and a DEL). With a writer on the
+        fd it is a plain reader."""
+        return self._watch(fd, _READ, callback, args, waiting=True)
+
     def _remove_reader(self, fd: int) -> bool:
         return self._unwatch(fd, _READ)
 
@@ -385,32 +408,60 @@ class Reactor:
         return self._unwatch(fd, _WRITE)
 
     def _watch(
-        self, fd: int, direction: int, callback: Callable[..., object], args: tuple[Any, ...]
+        self,
+        fd: int,
+        direction: int,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        waiting: bool = False,
     ) -> Handle:
         if self._closed or self._debug or not callable(callback):
             self._check_call(callback, ("add_reader", "add_writer")[direction])
         handle = Handle(callback, args, self, None)
         watchers = self._watchers.get(fd)
+        waiting = waiting and (watchers is None or watchers[_WRITE] is None)
+        if waiting:
+            events = EPOLLIN | EPOLLONESHOT
+        else:
+            events = _INTEREST[direction]
+            if watchers is not None:
+                events |= _interest(watchers, 1 - direction)
         if watchers is None:
-            self._epoll.register(fd, _INTEREST[direction])  # bad fds fail here, table untouched
+            if fd in self._parked:
+                self._parked.discard(fd)
+                self._register_again(fd, events)
+            else:
+                self._epoll.register(fd, events)  # bad fds fail here, table untouched
             watchers = self._watchers[fd] = [None, None]
         else:
             try:
-                self._epoll.modify(fd, _INTEREST[direction] | _interest(watchers, 1 - direction))
+                self._epoll.modify(fd, events)
             except FileNotFoundError:
                 # The fd was closed without being unwatched and its number reused: the kernel
                 # dropped the old registration with the old file. Start afresh.
                 self._forget(fd)
-                self._epoll.register(fd, _INTEREST[direction])
+                self._epoll.register(fd, events)
                 watchers = self._watchers[fd] = [None, None]
             except OSError:
                 self._forget(fd)
                 raise
+        if waiting:
+            self._waiting_fired[fd] = False
+        else:
+            self._waiting_fired.pop(fd, None)
         previous = watchers[direction]
         watchers[direction] = handle
         if previous is not None:
             previous.cancel()
         return handle
+
+    def _register_again(self, fd: int, events: int) -> None:
+        """Register a parked fd: modify its disarmed registration, or, if the kernel dropped it
+        with its file (the number now names another), add one."""
+        try:
+            self._epoll.modify(fd, events)
+        except FileNotFoundError:
+            self._epoll.register(fd, events)
 
     def _unwatch(self, fd: int, direction: int) -> bool:
         if self._closed:
@@ -424,6 +475,9 @@ class Reactor:
         if watchers[other] is None:
             del self._watchers[fd]
             self._fileobjs.pop(fd, None)
+            if self._waiting_fired.pop(fd, False):
+                self._parked.add(fd)  # disarmed by the kernel when it fired: left there
+                return True
             try:
                 self._epoll.unregister(fd)
             except OSError:
@@ -436,9 +490,28 @@ class Reactor:
                 self._forget(fd)
         return True
 
+    def _rearm_waiting_readers(self) -> None:
+        """Re-arm the one-shot registrations that fired two steps ago and are still waited on:
+        the try that readiness allowed found nothing after all. (Not one step ago: a try that
+        succeeds completes the wait's future in the step the reader ran, and the waiting task
+        resumes and removes the reader in the next; re-arming before that would cost the
+        common case a syscall.)"""
+        earlier = self._fired_earlier
+        for fd in earlier:
+            if self._waiting_fired.get(fd):
+                try:
+                    self._epoll.modify(fd, EPOLLIN | EPOLLONESHOT)
+                except OSError:
+                    self._forget(fd)  # closed under the wait: nothing can fire
+                    continue
+                self._waiting_fired[fd] = False
+        earlier.clear()
+        self._fired_earlier, self._fired_last = self._fired_last, earlier
+
     def _forget(self, fd: int) -> None:
         """Drop a stale table entry whose kernel registration is already gone."""
         self._fileobjs.pop(fd, None)
+        self._waiting_fired.pop(fd, None)
         for handle in self._watchers.pop(fd):
             if handle is not None:
                 handle.cancel()
@@ -464,8 +537,11 @@ class Reactor:
             2 * self._cancelled_timers > len(timers)
         ):
             self._compact_timers()
+        if self._fired_last or self._fired_earlier:
+            self._rearm_waiting_readers()
 
-        if ready or self._stopping:
+        if ready or self._stopping or self._fired_earlier:
+            # (A reader that fired last step may need re-arming at the next: no sleep first.)
             ready_fds = self._epoll.poll(0)
         else:
             self._polling = True
@@ -486,6 +562,9 @@ class Reactor:
                 watchers = watching.get(fd)
                 if watchers is not None:
                     if mask & _WAKES_READER and (reader := watchers[_READ]) is not None:
+                        if fd in self._waiting_fired:
+                            self._waiting_fired[fd] = True  # the kernel disarmed it
+                            self._fired_last.append(fd)
                         if reader._cancelled:
                             self._unwatch(fd, _READ)
                         else:
@@ -583,6 +662,10 @@ class Reactor:
         self._timers.clear()
         self._watchers.clear()
         self._fileobjs.clear()
+        self._waiting_fired.clear()
+        self._fired_last.clear()
+        self._fired_earlier.clear()
+        self._parked.clear()
         self._epoll.close()
         _close_fd(self._timer_fd)
         with self._wakeup_lock:

@@ -1,11 +1,14 @@
 """Sockets on the loop: sock_* coroutines, DNS, connections, servers, sendfile and TLS.
 
-``Networking`` is a mixin of ``Loop``: it needs the reactor's ``_add_reader`` / ``_add_writer`` /
-``_remove_reader`` / ``_remove_writer`` and the loop's futures and executor, and gives the loop
-every socket-facing method of ``asyncio.AbstractEventLoop`` with asyncio's semantics.
+``Networking`` is a mixin of ``Loop``: it needs the reactor's ``_add_reader`` /
+``_add_waiting_reader`` / ``_add_writer`` / ``_remove_reader`` / ``_remove_writer`` and the
+loop's futures and executor, and gives the loop every socket-facing method of
+``asyncio.AbstractEventLoop`` with asyncio's semantics.
 
 The sock_* coroutines try the system call first and register with epoll only when it would
-block; the registration goes away when the operation finishes or is cancelled. Connections and
+block; the watcher goes away when the operation finishes or is cancelled (a read wait's
+one-shot registration stays in the kernel, disarmed, for the fd's next wait: see
+_add_waiting_reader). Connections and
 accepted sockets become ``StreamTransport``s; TLS is the stdlib's memory-BIO ``SSLProtocol``
 layered over one, as asyncio does it. Datagram endpoints become ``DatagramSocketTransport``s.
 """
@@ -180,7 +183,7 @@ class Networking:
         *none_means_wait* the operation answers None instead of raising (the core's
         _recv_now and _accept_now: no exception per try, no Python frame on the C core)."""
         return self._wait_ready(
-            sock, operation, self._add_reader, self._remove_reader, none_means_wait
+            sock, operation, self._add_waiting_reader, self._remove_reader, none_means_wait
         )
 
     def _wait_writable(self, sock: socket.socket, operation: Callable[[], Any]) -> Awaitable[Any]:

@@ -1281,3 +1281,85 @@ async def test_sock_sendfile_bad_parameters(
         with pytest.raises(error):
             await wait(loop.sock_sendfile(sock, file, bad.get("offset", 0), bad.get("count")))
         assert file.tell() == 0
+
+
+# -- the registration of a read wait ----------------------------------------------------------
+# epolloop keeps a finished read wait's one-shot registration in the kernel, disarmed, for
+# the fd's next wait (_add_waiting_reader); these hold on every loop all the same.
+
+
+class BlocksTwice(socket.socket):
+    """A socket whose first two recv calls say they would block, data or not: a readiness
+    that the try it allows finds nothing after all (another reader took the data first)."""
+
+    refusals = 2
+
+    def recv(self, n: int, *args: Any) -> bytes:
+        if self.refusals:
+            self.refusals -= 1
+            raise BlockingIOError(errno.EAGAIN, "taken by someone else")
+        return super().recv(n, *args)
+
+
+async def test_sock_recv_waits_on_after_a_readiness_that_found_nothing(
+    sockets: Sockets,
+) -> None:
+    loop = asyncio.get_running_loop()
+    plain, peer = sockets.stream_pair("unix")
+    sock = sockets.track(BlocksTwice(fileno=plain.detach()))
+    sock.setblocking(False)
+    receiving = asyncio.ensure_future(loop.sock_recv(sock, 100))
+    await spin(2)  # the first try said it would block: the wait is registered
+    peer.sendall(b"there all along")
+    assert await wait(receiving) == b"there all along"
+    assert sock.refusals == 0
+
+
+async def test_sock_recv_on_a_number_reused_after_a_finished_wait(sockets: Sockets) -> None:
+    """A read wait finishes on a socket, which is then closed while a duplicate keeps it
+    open; the next socket gets its number. Waits on the new socket work, and data for the
+    old one (through the duplicate) wakes nothing."""
+    loop = asyncio.get_running_loop()
+    first, first_peer = sockets.stream_pair("unix")
+    receiving = asyncio.ensure_future(loop.sock_recv(first, 100))
+    await spin(2)
+    first_peer.sendall(b"one")
+    assert await wait(receiving) == b"one"
+    number = first.fileno()
+    duplicate = sockets.track(first.dup())
+    first.close()
+    second, second_peer = socket.socketpair()
+    sockets.track(second), sockets.track(second_peer)
+    if second.fileno() != number:
+        os.dup2(second.fileno(), number)  # (the lowest free number, unless another came free)
+        second.close()
+        second = sockets.track(socket.socket(fileno=number))
+    second.setblocking(False)
+    first_peer.sendall(b"for the duplicate")  # its file is readable now, under no wait
+    receiving = asyncio.ensure_future(loop.sock_recv(second, 100))
+    await spin(3)
+    assert not receiving.done()
+    second_peer.sendall(b"two")
+    assert await wait(receiving) == b"two"
+    assert duplicate.recv(100) == b"for the duplicate"
+
+
+@pytest.mark.epolloop_only
+async def test_a_finished_read_wait_leaves_nothing_that_reports(sockets: Sockets) -> None:
+    """The registration a finished read wait leaves in the kernel is disarmed: with the
+    socket closed while a duplicate keeps its file open (so the kernel keeps the
+    registration), data for that file puts nothing in the epoll instance's ready list,
+    which would otherwise be reported at every poll."""
+    loop = asyncio.get_running_loop()
+    sock, peer = sockets.stream_pair("unix")
+    receiving = asyncio.ensure_future(loop.sock_recv(sock, 100))
+    await spin(2)
+    peer.sendall(b"one")
+    assert await wait(receiving) == b"one"
+    duplicate = sockets.track(sock.dup())
+    sock.close()
+    peer.sendall(b"unread")
+    select.select([duplicate], [], [], GUARD)  # the data is there
+    assert not select.select([loop._epoll_fd], [], [], 0)[0], "the epoll instance reports it"
+    await spin(3)
+    assert duplicate.recv(100) == b"unread"

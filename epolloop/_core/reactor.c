@@ -41,7 +41,15 @@ static const char *const WATCH_METHOD[2] = {"add_reader", "add_writer"};
 typedef struct {
     HandleObject *handle[2]; /* reader, writer */
     PyObject *fileobj;       /* what it was registered as, when not an int */
+    /* A waiting reader (_add_waiting_reader): its registration is one-shot; fired: the
+     * kernel disarmed it; parked: no watcher, the disarmed registration left in the kernel. */
+    char waiting, fired, parked;
 } Watchers;
+
+typedef struct {
+    int *fds;
+    int len, size;
+} FdList;
 
 typedef struct ReactorObject {
     PyObject_HEAD
@@ -52,6 +60,9 @@ typedef struct ReactorObject {
     double armed_deadline;
     Watchers *watchers;
     int watchers_size;
+    /* fds whose waiting reader fired in the last step and in the one before: see
+     * rearm_waiting_readers */
+    FdList fired_last, fired_earlier;
     HandleObject **ready;
     Py_ssize_t ready_head, ready_len, ready_capacity; /* capacity: a power of two */
     TimerHandleObject **timers;
@@ -713,6 +724,7 @@ forget(ReactorObject *self, int fd)
     Watchers *watchers = &self->watchers[fd];
     HandleObject *reader = watchers->handle[READ], *writer = watchers->handle[WRITE];
     watchers->handle[READ] = watchers->handle[WRITE] = NULL;
+    watchers->waiting = watchers->fired = 0;
     Py_CLEAR(watchers->fileobj);
     int status = cancel_and_release(reader);
     return cancel_and_release(writer) < 0 ? -1 : status;
@@ -722,16 +734,33 @@ forget(ReactorObject *self, int fd)
  * a new reference to the handle. fileobj: the object the fd was given as, or NULL. */
 static HandleObject *
 watch(ReactorObject *self, int fd, int direction, PyObject *callback, PyObject *args,
-      PyObject *fileobj)
+      PyObject *fileobj, int waiting)
 {
     if (NEEDS_CHECK(self, callback) &&
         check_call(self, callback, WATCH_METHOD[direction], 0) < 0) {
         return NULL;
     }
     Watchers *watchers = watchers_of(self, fd);
+    waiting = waiting && (watchers == NULL || watchers->handle[WRITE] == NULL);
+    uint32_t events = waiting ? EPOLLIN | EPOLLONESHOT
+                              : INTEREST[direction] |
+                                    (watchers ? interest_of(watchers, 1 - direction) : 0);
     if (watchers == NULL) {
-        if (epoll_set(self, EPOLL_CTL_ADD, fd, INTEREST[direction]) < 0) {
+        int status;
+        if (fd < self->watchers_size && self->watchers[fd].parked) {
+            /* Its disarmed registration is modified; if the kernel dropped it with its file
+             * (the number now names another), one is added. */
+            self->watchers[fd].parked = 0;
+            status = epoll_set(self, EPOLL_CTL_MOD, fd, events);
+            if (status < 0 && errno == ENOENT) {
+                status = epoll_set(self, EPOLL_CTL_ADD, fd, events);
+            }
+        }
+        else {
             /* Bad fds fail here, before the table grows to their number. */
+            status = epoll_set(self, EPOLL_CTL_ADD, fd, events);
+        }
+        if (status < 0) {
             return (HandleObject *)PyErr_SetFromErrno(PyExc_OSError);
         }
         if (watchers_reserve(self, fd) < 0) {
@@ -739,19 +768,20 @@ watch(ReactorObject *self, int fd, int direction, PyObject *callback, PyObject *
             return NULL;
         }
     }
-    else if (epoll_set(self, EPOLL_CTL_MOD, fd,
-                       INTEREST[direction] | interest_of(watchers, 1 - direction)) < 0) {
+    else if (epoll_set(self, EPOLL_CTL_MOD, fd, events) < 0) {
         int error = errno;
         if (forget(self, fd) < 0) {
             return NULL;
         }
         /* ENOENT: the fd was closed without being unwatched and its number reused; the
          * kernel dropped the old registration with the old file. Start afresh. */
-        if (error != ENOENT || epoll_set(self, EPOLL_CTL_ADD, fd, INTEREST[direction]) < 0) {
+        if (error != ENOENT || epoll_set(self, EPOLL_CTL_ADD, fd, events) < 0) {
             errno = error == ENOENT ? errno : error;
             return (HandleObject *)PyErr_SetFromErrno(PyExc_OSError);
         }
     }
+    self->watchers[fd].waiting = (char)waiting;
+    self->watchers[fd].fired = 0;
     HandleObject *handle =
         handle_new(Handle_Type, callback, args, (PyObject *)self, NULL, self->debug, 1);
     watchers = &self->watchers[fd];
@@ -785,8 +815,14 @@ unwatch(ReactorObject *self, int fd, int direction)
     watchers->handle[direction] = NULL;
     if (watchers->handle[1 - direction] == NULL) {
         Py_CLEAR(watchers->fileobj);
-        /* Failing means it was already closed: the registration went with the file. */
-        epoll_set(self, EPOLL_CTL_DEL, fd, 0);
+        if (watchers->waiting && watchers->fired) {
+            watchers->parked = 1; /* disarmed by the kernel when it fired: left there */
+        }
+        else {
+            /* Failing means it was already closed: the registration went with the file. */
+            epoll_set(self, EPOLL_CTL_DEL, fd, 0);
+        }
+        watchers->waiting = watchers->fired = 0;
     }
     else if (epoll_set(self, EPOLL_CTL_MOD, fd, INTEREST[1 - direction]) < 0) {
         /* Closed while the other direction was still watched: nothing can fire. */
@@ -855,7 +891,7 @@ registered_fd(ReactorObject *self, PyObject *fileobj)
 
 static PyObject *
 watch_method(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs, int direction,
-             int public)
+             int public, int waiting)
 {
     if (nargs < 2) {
         PyErr_Format(PyExc_TypeError, "%s() missing required positional arguments: 'fd' and "
@@ -878,7 +914,7 @@ watch_method(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs, int d
         PyTuple_SET_ITEM(callback_args, i - 2, Py_NewRef(args[i]));
     }
     HandleObject *handle = watch(self, (int)fd, direction, args[1], callback_args,
-                                 PyLong_Check(args[0]) ? NULL : args[0]);
+                                 PyLong_Check(args[0]) ? NULL : args[0], waiting);
     Py_DECREF(callback_args);
     if (handle == NULL || !public) {
         return (PyObject *)handle;
@@ -904,13 +940,13 @@ unwatch_method(ReactorObject *self, PyObject *fileobj, int direction, int public
 static PyObject *
 Reactor_add_reader(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return watch_method(self, args, nargs, READ, 1);
+    return watch_method(self, args, nargs, READ, 1, 0);
 }
 
 static PyObject *
 Reactor_add_writer(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return watch_method(self, args, nargs, WRITE, 1);
+    return watch_method(self, args, nargs, WRITE, 1, 0);
 }
 
 static PyObject *
@@ -930,13 +966,21 @@ Reactor_remove_writer(ReactorObject *self, PyObject *fd)
 static PyObject *
 Reactor_internal_add_reader(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return watch_method(self, args, nargs, READ, 0);
+    return watch_method(self, args, nargs, READ, 0, 0);
+}
+
+/* A reader for one sock_* wait: see _reactor.py's _add_waiting_reader. */
+static PyObject *
+Reactor_internal_add_waiting_reader(ReactorObject *self, PyObject *const *args,
+                                    Py_ssize_t nargs)
+{
+    return watch_method(self, args, nargs, READ, 0, 1);
 }
 
 static PyObject *
 Reactor_internal_add_writer(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    return watch_method(self, args, nargs, WRITE, 0);
+    return watch_method(self, args, nargs, WRITE, 0, 0);
 }
 
 static PyObject *
@@ -960,6 +1004,53 @@ Reactor_stop(ReactorObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* A waiting reader's one-shot registration fired: the kernel disarmed it. */
+static int
+note_fired(ReactorObject *self, int fd)
+{
+    FdList *list = &self->fired_last;
+    if (list->len == list->size) {
+        int size = list->size ? list->size * 2 : 16;
+        int *fds = grow_array(list->fds, (size_t)size, sizeof(int));
+        if (fds == NULL) {
+            return -1;
+        }
+        list->fds = fds;
+        list->size = size;
+    }
+    self->watchers[fd].fired = 1;
+    list->fds[list->len++] = fd;
+    return 0;
+}
+
+/* Re-arm the waiting readers that fired two steps ago and still wait: the try that readiness
+ * allowed found nothing after all. (Not one step ago: a try that succeeds completes the
+ * wait's future in the step the reader ran, and the waiting task resumes and removes the
+ * reader in the next; re-arming before that would cost the common case a syscall.) */
+static int
+rearm_waiting_readers(ReactorObject *self)
+{
+    FdList earlier = self->fired_earlier;
+    for (int i = 0; i < earlier.len; i++) {
+        int fd = earlier.fds[i];
+        Watchers *watchers = watchers_of(self, fd);
+        if (watchers == NULL || !watchers->waiting || !watchers->fired) {
+            continue;
+        }
+        if (epoll_set(self, EPOLL_CTL_MOD, fd, EPOLLIN | EPOLLONESHOT) < 0) {
+            if (forget(self, fd) < 0) { /* closed under the wait: nothing can fire */
+                return -1;
+            }
+            continue;
+        }
+        watchers->fired = 0;
+    }
+    earlier.len = 0;
+    self->fired_earlier = self->fired_last;
+    self->fired_last = earlier;
+    return 0;
+}
+
 /* Queue the callbacks of the ready fds. */
 static int
 dispatch_events(ReactorObject *self, int count)
@@ -976,6 +1067,9 @@ dispatch_events(ReactorObject *self, int count)
                 HandleObject *handle = watchers ? watchers->handle[direction] : NULL;
                 if (handle == NULL || !(mask & ~INTEREST[1 - direction])) {
                     continue;
+                }
+                if (direction == READ && watchers->waiting && note_fired(self, fd) < 0) {
+                    return -1;
                 }
                 if (IS_CANCELLED(handle) ? unwatch(self, fd, direction) < 0
                                       : ready_push(self, handle) < 0) {
@@ -1077,8 +1171,13 @@ run_once(ReactorObject *self)
         2 * self->cancelled_timers > self->timers_len) {
         compact_timers(self);
     }
+    if ((self->fired_last.len > 0 || self->fired_earlier.len > 0) &&
+        rearm_waiting_readers(self) < 0) {
+        return -1;
+    }
     int count;
-    if (self->ready_len > 0 || self->stopping) {
+    if (self->ready_len > 0 || self->stopping || self->fired_earlier.len > 0) {
+        /* (A reader that fired last step may need re-arming at the next: no sleep first.) */
         count = epoll_wait(self->epoll_fd, self->events, MAX_EVENTS, 0);
     }
     else {
@@ -1254,6 +1353,9 @@ take_contents(ReactorObject *self)
     self->timers_len = self->timers_capacity = self->cancelled_timers = 0;
     self->watchers = NULL;
     self->watchers_size = 0;
+    PyMem_Free(self->fired_last.fds);
+    PyMem_Free(self->fired_earlier.fds);
+    self->fired_last = self->fired_earlier = (FdList){NULL, 0, 0};
     return contents;
 }
 
@@ -1353,11 +1455,16 @@ renew_after_fork(ReactorObject *self)
     }
     self->polling = 0;
     for (int fd = 0; fd < self->watchers_size; fd++) {
+        self->watchers[fd].parked = 0; /* (the new epoll instance has none of them) */
         Watchers *watchers = watchers_of(self, fd);
-        if (watchers != NULL &&
-            epoll_set(self, EPOLL_CTL_ADD, fd,
-                      interest_of(watchers, READ) | interest_of(watchers, WRITE)) < 0 &&
-            forget(self, fd) < 0) {
+        if (watchers == NULL) {
+            continue;
+        }
+        watchers->fired = 0;
+        uint32_t events = watchers->waiting
+                              ? EPOLLIN | EPOLLONESHOT
+                              : interest_of(watchers, READ) | interest_of(watchers, WRITE);
+        if (epoll_set(self, EPOLL_CTL_ADD, fd, events) < 0 && forget(self, fd) < 0) {
             PyErr_WriteUnraisable((PyObject *)self); /* closed without being unwatched */
         }
     }
@@ -1507,6 +1614,7 @@ static PyMethodDef Reactor_methods[] = {
     {"remove_writer", (PyCFunction)Reactor_remove_writer, METH_O,
      "Stop watching fd for writing; True if a writer was registered."},
     FASTCALL("_add_reader", Reactor_internal_add_reader, NULL),
+    FASTCALL("_add_waiting_reader", Reactor_internal_add_waiting_reader, NULL),
     FASTCALL("_add_writer", Reactor_internal_add_writer, NULL),
     {"_remove_reader", (PyCFunction)Reactor_internal_remove_reader, METH_O, NULL},
     {"_remove_writer", (PyCFunction)Reactor_internal_remove_writer, METH_O, NULL},
