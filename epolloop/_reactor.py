@@ -490,13 +490,17 @@ class Reactor:
                 self._forget(fd)
         return True
 
-    def _rearm_waiting_readers(self) -> None:
-        """Re-arm the one-shot registrations that fired two steps ago and are still waited on:
-        the try that readiness allowed found nothing after all. (Not one step ago: a try that
-        succeeds completes the wait's future in the step the reader ran, and the waiting task
-        resumes and removes the reader in the next; re-arming before that would cost the
-        common case a syscall.)"""
+    def _rearm_waiting_readers(self, every: bool) -> None:
+        """Re-arm the one-shot registrations that fired and are still waited on: the try that
+        readiness allowed found nothing after all. A try that succeeds completes the wait's
+        future in the step the reader ran, and the waiting task removes the reader in the
+        next, so only those that fired two steps ago are known to wait on; re-arming one
+        before would cost the common case a syscall. Before a blocking poll (*every*), all
+        are: a completed wait would have left a callback ready."""
         earlier = self._fired_earlier
+        if every:
+            earlier += self._fired_last
+            self._fired_last.clear()
         for fd in earlier:
             if self._waiting_fired.get(fd):
                 try:
@@ -538,10 +542,9 @@ class Reactor:
         ):
             self._compact_timers()
         if self._fired_last or self._fired_earlier:
-            self._rearm_waiting_readers()
+            self._rearm_waiting_readers(every=not ready and not self._stopping)
 
-        if ready or self._stopping or self._fired_earlier:
-            # (A reader that fired last step may need re-arming at the next: no sleep first.)
+        if ready or self._stopping:
             ready_fds = self._epoll.poll(0)
         else:
             self._polling = True

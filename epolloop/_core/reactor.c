@@ -1023,16 +1023,13 @@ note_fired(ReactorObject *self, int fd)
     return 0;
 }
 
-/* Re-arm the waiting readers that fired two steps ago and still wait: the try that readiness
- * allowed found nothing after all. (Not one step ago: a try that succeeds completes the
- * wait's future in the step the reader ran, and the waiting task resumes and removes the
- * reader in the next; re-arming before that would cost the common case a syscall.) */
+/* Re-arm the waiting readers that fired and still wait: see _reactor.py's
+ * _rearm_waiting_readers (every: before a blocking poll, those that fired last step too). */
 static int
-rearm_waiting_readers(ReactorObject *self)
+rearm_fds(ReactorObject *self, const FdList *list)
 {
-    FdList earlier = self->fired_earlier;
-    for (int i = 0; i < earlier.len; i++) {
-        int fd = earlier.fds[i];
+    for (int i = 0; i < list->len; i++) {
+        int fd = list->fds[i];
         Watchers *watchers = watchers_of(self, fd);
         if (watchers == NULL || !watchers->waiting || !watchers->fired) {
             continue;
@@ -1045,7 +1042,21 @@ rearm_waiting_readers(ReactorObject *self)
         }
         watchers->fired = 0;
     }
+    return 0;
+}
+
+static int
+rearm_waiting_readers(ReactorObject *self, int every)
+{
+    if (rearm_fds(self, &self->fired_earlier) < 0 ||
+        (every && rearm_fds(self, &self->fired_last) < 0)) {
+        return -1;
+    }
+    FdList earlier = self->fired_earlier;
     earlier.len = 0;
+    if (every) {
+        self->fired_last.len = 0;
+    }
     self->fired_earlier = self->fired_last;
     self->fired_last = earlier;
     return 0;
@@ -1172,12 +1183,11 @@ run_once(ReactorObject *self)
         compact_timers(self);
     }
     if ((self->fired_last.len > 0 || self->fired_earlier.len > 0) &&
-        rearm_waiting_readers(self) < 0) {
+        rearm_waiting_readers(self, self->ready_len == 0 && !self->stopping) < 0) {
         return -1;
     }
     int count;
-    if (self->ready_len > 0 || self->stopping || self->fired_earlier.len > 0) {
-        /* (A reader that fired last step may need re-arming at the next: no sleep first.) */
+    if (self->ready_len > 0 || self->stopping) {
         count = epoll_wait(self->epoll_fd, self->events, MAX_EVENTS, 0);
     }
     else {
