@@ -12,10 +12,11 @@ Public, with asyncio's signatures and errors: ``time``, ``call_soon``, ``call_so
 calls it).
 For the loop: ``_add_reader`` / ``_add_writer`` / ``_remove_reader`` / ``_remove_writer`` take int
 fds and return the handle; ``_add_waiting_reader`` is ``_add_reader`` for one sock_* wait (a
-one-shot registration that outlives the wait, disarmed: see below); ``_run_until_stopped()`` runs
-steps until ``stop()``; ``_close_reactor()`` releases the kernel objects; ``_closed``, ``_debug``, ``_stopping``, ``_thread_id`` and
-``_current_handle`` are state the two share. The loop provides ``_report_slow_callback(handle,
-seconds)`` and ``call_exception_handler``, which debug mode and handles call back into.
+one-shot registration that outlives the wait, disarmed: see below); ``_run_until_stopped()``
+runs steps until ``stop()``; ``_close_reactor()`` releases the kernel objects; ``_closed``,
+``_debug``, ``_stopping``, ``_thread_id`` and ``_current_handle`` are state the two share.
+The loop provides ``_report_slow_callback(handle, seconds)`` and ``call_exception_handler``,
+which debug mode and handles call back into.
 
 One step of the loop
 --------------------
