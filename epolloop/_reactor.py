@@ -52,8 +52,8 @@ What we rely on from the kernel, and the traps around it
   per wait instead of an ADD and a DEL, which profiling showed to be about a third of a sock_*
   echo server's time. A parked registration whose file lives on in a dup after its fd closed is
   harmless, where a level-triggered one left behind would be reported at every poll. A wait
-  whose readiness found nothing is re-armed before the loop next blocks (or two steps later,
-  when the waiting task has surely removed a completed reader).
+  whose readiness found nothing is re-armed before the loop next blocks, or two steps after it
+  fired while the loop stays busy (see _rearm_waiting_readers).
 * timerfd with TFD_TIMER_ABSTIME on CLOCK_MONOTONIC, the clock behind time.monotonic(): the
   deadline handed to the kernel is exactly the heap's, rounded up to the nanosecond, so a timer
   never fires early and is late only by the scheduler's wake-up latency. An expired one-shot
@@ -450,8 +450,10 @@ class Reactor:
                 self._epoll.modify(fd, events)
             except FileNotFoundError:
                 # The fd was closed without being unwatched and its number reused: the kernel
-                # dropped the old registration with the old file. Start afresh.
+                # dropped the old registration with the old file. Start afresh, with none of
+                # the stale entry's interest.
                 self._forget(fd)
+                events &= _INTEREST[direction] | EPOLLONESHOT
                 self._epoll.register(fd, events)
                 watchers = self._watchers[fd] = [None, None]
             except OSError:
@@ -504,11 +506,12 @@ class Reactor:
 
     def _rearm_waiting_readers(self, every: bool) -> None:
         """Re-arm the one-shot registrations that fired and are still waited on: the try that
-        readiness allowed found nothing after all. A try that succeeds completes the wait's
-        future in the step the reader ran, and the waiting task removes the reader in the
-        next, so only those that fired two steps ago are known to wait on; re-arming one
-        before would cost the common case a syscall. Before a blocking poll (*every*), all
-        are: a completed wait would have left a callback ready."""
+        readiness allowed found nothing after all. Before a blocking poll (*every*), all of
+        them: a completed wait would have left a callback ready, so none of them completed.
+        Otherwise only those that fired two steps ago: a try that succeeds completes the
+        wait's future in the step the reader ran and the waiting task normally removes the
+        reader in the next, so re-arming any sooner would mostly cost a completed wait a
+        syscall. (Re-arming a completed one is harmless: its removal then deletes it.)"""
         earlier = self._fired_earlier
         if every:
             earlier += self._fired_last

@@ -774,7 +774,9 @@ watch(ReactorObject *self, int fd, int direction, PyObject *callback, PyObject *
             return NULL;
         }
         /* ENOENT: the fd was closed without being unwatched and its number reused; the
-         * kernel dropped the old registration with the old file. Start afresh. */
+         * kernel dropped the old registration with the old file. Start afresh, with none of
+         * the stale entry's interest. */
+        events &= INTEREST[direction] | EPOLLONESHOT;
         if (error != ENOENT || epoll_set(self, EPOLL_CTL_ADD, fd, events) < 0) {
             errno = error == ENOENT ? errno : error;
             return (HandleObject *)PyErr_SetFromErrno(PyExc_OSError);
@@ -814,7 +816,6 @@ unwatch(ReactorObject *self, int fd, int direction)
     HandleObject *handle = watchers->handle[direction];
     watchers->handle[direction] = NULL;
     if (watchers->handle[1 - direction] == NULL) {
-        Py_CLEAR(watchers->fileobj);
         if (watchers->waiting && watchers->fired) {
             watchers->parked = 1; /* disarmed by the kernel when it fired: left there */
         }
@@ -823,6 +824,7 @@ unwatch(ReactorObject *self, int fd, int direction)
             epoll_set(self, EPOLL_CTL_DEL, fd, 0);
         }
         watchers->waiting = watchers->fired = 0;
+        Py_CLEAR(watchers->fileobj); /* last: it may run code that grows the table */
     }
     else if (epoll_set(self, EPOLL_CTL_MOD, fd, INTEREST[1 - direction]) < 0) {
         /* Closed while the other direction was still watched: nothing can fire. */
@@ -1004,23 +1006,33 @@ Reactor_stop(ReactorObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* A waiting reader's one-shot registration fired: the kernel disarmed it. */
+/* Room in fired_last for every event one poll can return, made before the poll: an event
+ * of a one-shot registration that was taken from the kernel and then not noted would never
+ * be re-armed. */
 static int
-note_fired(ReactorObject *self, int fd)
+reserve_fired(ReactorObject *self)
 {
     FdList *list = &self->fired_last;
-    if (list->len == list->size) {
-        int size = list->size ? list->size * 2 : 16;
-        int *fds = grow_array(list->fds, (size_t)size, sizeof(int));
-        if (fds == NULL) {
-            return -1;
-        }
-        list->fds = fds;
-        list->size = size;
+    if (list->size - list->len >= MAX_EVENTS) {
+        return 0;
     }
-    self->watchers[fd].fired = 1;
-    list->fds[list->len++] = fd;
+    int size = list->len + MAX_EVENTS;
+    int *fds = grow_array(list->fds, (size_t)size, sizeof(int));
+    if (fds == NULL) {
+        return -1;
+    }
+    list->fds = fds;
+    list->size = size;
     return 0;
+}
+
+/* A waiting reader's one-shot registration fired: the kernel disarmed it (reserve_fired made
+ * the room). */
+static void
+note_fired(ReactorObject *self, int fd)
+{
+    self->watchers[fd].fired = 1;
+    self->fired_last.fds[self->fired_last.len++] = fd;
 }
 
 /* Re-arm the waiting readers that fired and still wait: see _reactor.py's
@@ -1079,8 +1091,8 @@ dispatch_events(ReactorObject *self, int count)
                 if (handle == NULL || !(mask & ~INTEREST[1 - direction])) {
                     continue;
                 }
-                if (direction == READ && watchers->waiting && note_fired(self, fd) < 0) {
-                    return -1;
+                if (direction == READ && watchers->waiting) {
+                    note_fired(self, fd);
                 }
                 if (IS_CANCELLED(handle) ? unwatch(self, fd, direction) < 0
                                       : ready_push(self, handle) < 0) {
@@ -1184,6 +1196,9 @@ run_once(ReactorObject *self)
     }
     if ((self->fired_last.len > 0 || self->fired_earlier.len > 0) &&
         rearm_waiting_readers(self, self->ready_len == 0 && !self->stopping) < 0) {
+        return -1;
+    }
+    if (reserve_fired(self) < 0) {
         return -1;
     }
     int count;
