@@ -254,7 +254,8 @@ class Reactor:
         return self._debug
 
     def create_future(self) -> Future[Any]:
-        """A new asyncio.Future of this loop (here, for the C core has it on its hot path)."""
+        """A new asyncio.Future of this loop (a reactor method because the C core makes it in C:
+        every sleep, read wait and gather makes one)."""
         return Future(loop=self)  # type: ignore[arg-type]
 
     def call_soon(
@@ -576,12 +577,13 @@ class Reactor:
         append = ready.append
         if ready_fds:
             watching = self._watchers
+            waiting_fired = self._waiting_fired
             for fd, mask in ready_fds:
                 watchers = watching.get(fd)
                 if watchers is not None:
                     if mask & _WAKES_READER and (reader := watchers[_READ]) is not None:
-                        if fd in self._waiting_fired:
-                            self._waiting_fired[fd] = True  # the kernel disarmed it
+                        if fd in waiting_fired:
+                            waiting_fired[fd] = True  # the kernel disarmed it
                             self._fired_last.append(fd)
                         if reader._cancelled:
                             self._unwatch(fd, _READ)

@@ -8,9 +8,9 @@ loop's futures and executor, and gives the loop every socket-facing method of
 The sock_* coroutines try the system call first and register with epoll only when it would
 block; the watcher goes away when the operation finishes or is cancelled (a read wait's
 one-shot registration stays in the kernel, disarmed, for the fd's next wait: see
-_add_waiting_reader). Connections and
-accepted sockets become ``StreamTransport``s; TLS is the stdlib's memory-BIO ``SSLProtocol``
-layered over one, as asyncio does it. Datagram endpoints become ``DatagramSocketTransport``s.
+_add_waiting_reader). Connections and accepted sockets become ``StreamTransport``s; TLS is
+the stdlib's memory-BIO ``SSLProtocol`` layered over one, as asyncio does it. Datagram
+endpoints become ``DatagramSocketTransport``s.
 """
 
 from __future__ import annotations
@@ -255,9 +255,8 @@ class Networking:
         conn.setblocking(False)
         return conn, address
 
-    def _accept_connection(self, sock: socket.socket) -> tuple[socket.socket, Any] | None:
-        """_accept_now for a server: the peer as the loop keeps it (see _peer_address)."""
-        return self._accept_now(sock)
+    # A server's accept: the peer as the loop keeps it (see _peer_address); here, as it came.
+    _accept_connection = _accept_now
 
     @staticmethod
     def _peer_address(peer: Any) -> Any:

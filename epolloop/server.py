@@ -38,7 +38,9 @@ class Server(AbstractServer):
     ) -> None:
         self._loop = loop
         self._sockets: list[socket.socket] | None = sockets
-        self._client_count = 0  # accepted transports whose connection_lost has not run
+        # Accepted transports not gone yet: one detaches at connection_lost, or when it is
+        # collected unclosed.
+        self._client_count = 0
         self._waiters: list[Future[None]] | None = []
         self._protocol_factory = protocol_factory
         self._backlog = backlog

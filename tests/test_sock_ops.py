@@ -1315,16 +1315,21 @@ async def test_sock_recv_waits_on_after_a_readiness_that_found_nothing(
     assert sock.refusals == 0
 
 
+async def finish_a_read_wait(sock: socket.socket, peer: socket.socket) -> None:
+    """A sock_recv on *sock* that waits (nothing has come yet) and then gets what *peer* sends."""
+    receiving = asyncio.ensure_future(asyncio.get_running_loop().sock_recv(sock, 100))
+    await spin(2)  # the first try said it would block: the wait is registered
+    peer.sendall(b"one")
+    assert await wait(receiving) == b"one"
+
+
 async def test_sock_recv_on_a_number_reused_after_a_finished_wait(sockets: Sockets) -> None:
     """A read wait finishes on a socket, which is then closed while a duplicate keeps it
     open; the next socket gets its number. Waits on the new socket work, and data for the
     old one (through the duplicate) wakes nothing."""
     loop = asyncio.get_running_loop()
     first, first_peer = sockets.stream_pair("unix")
-    receiving = asyncio.ensure_future(loop.sock_recv(first, 100))
-    await spin(2)
-    first_peer.sendall(b"one")
-    assert await wait(receiving) == b"one"
+    await finish_a_read_wait(first, first_peer)
     number = first.fileno()
     duplicate = sockets.track(first.dup())
     first.close()
@@ -1352,10 +1357,7 @@ async def test_a_finished_read_wait_leaves_nothing_that_reports(sockets: Sockets
     which would otherwise be reported at every poll."""
     loop = asyncio.get_running_loop()
     sock, peer = sockets.stream_pair("unix")
-    receiving = asyncio.ensure_future(loop.sock_recv(sock, 100))
-    await spin(2)
-    peer.sendall(b"one")
-    assert await wait(receiving) == b"one"
+    await finish_a_read_wait(sock, peer)
     duplicate = sockets.track(sock.dup())
     sock.close()
     peer.sendall(b"unread")
