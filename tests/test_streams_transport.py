@@ -1050,6 +1050,35 @@ async def test_peer_reset(network: Network) -> None:
     assert squeeze(client.events) == ["connection_made", "connection_lost"]
 
 
+async def test_big_and_small_reads_then_a_reset(network: Network) -> None:
+    """Chunks well above and below 16 KiB in turn (the C core reads a big one straight into
+    its bytes object, sized by FIONREAD, once the previous read was big), the last a big one,
+    then a reset: every byte arrives, in order, as bytes, and then the error."""
+    sizes = [300 * KiB, 5, 64 * KiB, 1 * KiB, 17 * KiB, 16 * KiB - 1, 3, 200 * KiB]
+    chunks = [payload(size, seed) for seed, size in enumerate(sizes)]
+    types: set[type] = set()
+
+    class TypeRecorder(Recorder):
+        def data_received(self, data: bytes) -> None:
+            types.add(type(data))
+            super().data_received(data)
+
+    async with network as net:
+        await net.listen()
+        client, server = await net.pair(TypeRecorder)
+        sent = 0
+        for chunk in chunks:
+            server.transport.write(chunk)
+            sent += len(chunk)
+            await client.received_at_least(sent)
+        await reset_by_peer(net.family, client, server)
+        exc = await wait(client.lost)
+    assert bytes(client.received) == b"".join(chunks)
+    assert types == {bytes}
+    assert isinstance(exc, OSError), exc
+    assert squeeze(client.events) == ["connection_made", "data_received", "connection_lost"]
+
+
 class Boom(Exception):
     pass
 

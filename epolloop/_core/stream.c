@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <structmember.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 typedef struct {
@@ -29,7 +30,11 @@ typedef struct {
     int conn_lost;
     char closing;
     char eof;
+    char big_reads; /* the last read took at least DIRECT_READ_MIN bytes */
 } StreamObject;
+
+/* From this size on, a read goes straight into its bytes object (see read_direct). */
+#define DIRECT_READ_MIN (16 * 1024)
 
 static PyObject *str_fatal_error, *str_read_eof, *str_write_slowly, *str_data_received,
     *str_get_buffer, *str_buffer_updated;
@@ -68,6 +73,34 @@ read_failed(StreamObject *self, ssize_t n)
     return fail(self, "Fatal read error on socket transport");
 }
 
+/* A big read without the copy out of the shared buffer: FIONREAD says how much is queued, and
+ * recv() writes it into a bytes object of that size. The ioctl costs less than copying more
+ * than a few KiB, so only a connection whose last read was big asks. 1: *data holds the *n
+ * bytes read; 0: too little is queued, read the usual way; -1: *n is recv()'s result, 0 (EOF)
+ * or -1 (errno says why); -2: out of memory. */
+static int
+read_direct(StreamObject *self, PyObject **data, ssize_t *n)
+{
+    int queued;
+    if (ioctl(self->fd, FIONREAD, &queued) < 0 || queued < DIRECT_READ_MIN) {
+        return 0; /* an error shows again in the usual recv() */
+    }
+    Py_ssize_t size = queued < READ_SIZE ? queued : READ_SIZE;
+    *data = PyBytes_FromStringAndSize(NULL, size);
+    if (*data == NULL) {
+        return -2;
+    }
+    *n = recv(self->fd, PyBytes_AS_STRING(*data), (size_t)size, 0);
+    if (*n <= 0) {
+        Py_CLEAR(*data);
+        return -1;
+    }
+    if (*n < size && _PyBytes_Resize(data, *n) < 0) {
+        return -2;
+    }
+    return 1;
+}
+
 /* The read path for a Protocol: one recv() and one data_received() per readiness event. */
 static PyObject *
 Stream_read_bytes(StreamObject *self, PyObject *Py_UNUSED(ignored))
@@ -75,14 +108,23 @@ Stream_read_bytes(StreamObject *self, PyObject *Py_UNUSED(ignored))
     if (self->conn_lost) {
         Py_RETURN_NONE;
     }
-    ssize_t n = recv(self->fd, core_read_buffer, READ_SIZE, 0);
-    if (n <= 0) {
-        return read_failed(self, n);
-    }
-    PyObject *data = PyBytes_FromStringAndSize(core_read_buffer, n);
-    if (data == NULL) {
+    PyObject *data = NULL;
+    ssize_t n;
+    int direct = self->big_reads ? read_direct(self, &data, &n) : 0;
+    if (direct == -2) {
         return NULL;
     }
+    if (direct == 0) {
+        n = recv(self->fd, core_read_buffer, READ_SIZE, 0);
+        if (n > 0 && (data = PyBytes_FromStringAndSize(core_read_buffer, n)) == NULL) {
+            return NULL;
+        }
+    }
+    if (n <= 0) {
+        self->big_reads = 0;
+        return read_failed(self, n);
+    }
+    self->big_reads = n >= DIRECT_READ_MIN;
     PyObject *protocol = Py_NewRef(self->protocol);
     PyObject *result = PyObject_CallMethodOneArg(protocol, str_data_received, data);
     Py_DECREF(protocol);
