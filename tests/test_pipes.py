@@ -361,6 +361,34 @@ async def test_connect_returns_after_connection_made(ends: Ends, direction: str)
     assert_closed(end, fd)
 
 
+async def test_the_other_directions_methods(ends: Ends, loop_name: str) -> None:
+    """asyncio's write pipe transport is an asyncio.Transport (through _FlowControlMixin): the
+    read side's methods are there and raise NotImplementedError. Its read pipe transport is a
+    ReadTransport alone: write() is not there."""
+    reader, reader_protocol = await read_pipe(ends.pipe()[0])
+    r, w = ends.pipe()
+    writer, writer_protocol = await write_pipe(w)
+    for method in ("pause_reading", "resume_reading"):
+        with pytest.raises(NotImplementedError):
+            getattr(writer, method)()
+    try:
+        is_reading = writer.is_reading()
+    except NotImplementedError:
+        is_reading = NotImplementedError
+    with pytest.raises((AttributeError, NotImplementedError)):  # asyncio's; uvloop's
+        reader.write(b"wat")
+    assert not writer.is_closing()
+    writer.write(b"still writable")
+    assert await read_raw(r, 14) == b"still writable"
+    reader.close()
+    writer.close()
+    assert await wait(reader_protocol.lost) is None
+    assert await wait(writer_protocol.lost) is None
+    if is_reading is not NotImplementedError:
+        xfail_uvloop(loop_name, f"a write pipe transport's is_reading() returns {is_reading}")
+    assert is_reading is NotImplementedError
+
+
 @pytest.mark.parametrize(
     ("direction", "message"), [("read", READ_PIPE_REFUSED), ("write", WRITE_PIPE_REFUSED)]
 )

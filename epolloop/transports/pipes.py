@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
-from asyncio import ReadTransport, WriteTransport
+from asyncio import ReadTransport, Transport
 from asyncio.log import logger
 from collections.abc import Iterable
 from typing import Any
@@ -88,8 +88,11 @@ class ReadPipeTransport(ByteReading, FdTransport, ReadTransport):
         self.close()
 
 
-class WritePipeTransport(QueuedWriting, FdTransport, WriteTransport):
-    """The write end of a pipe (or FIFO, socket, character device)."""
+class WritePipeTransport(QueuedWriting, FdTransport, Transport):
+    """The write end of a pipe (or FIFO, socket, character device).
+
+    An asyncio.Transport, not only a WriteTransport, as asyncio's is (through its
+    _FlowControlMixin): pause_reading() and the like raise NotImplementedError."""
 
     _dropped_write_warning = "pipe closed by peer or os.write(pipe, data) raised exception."
     _drops_writes_after_close = True
