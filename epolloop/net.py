@@ -37,6 +37,7 @@ from asyncio.log import logger
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from . import _linux
 from .server import Server
 from .transports.base import connected
 from .transports.datagram import DatagramSocketTransport
@@ -397,7 +398,7 @@ class Networking:
                 if want <= 0:
                     return sent
                 try:
-                    n = os.sendfile(sock.fileno(), fileno, offset, want)
+                    n = _linux.sendfile(sock.fileno(), fileno, offset, want)
                 except OSError as exc:
                     if isinstance(exc, (BlockingIOError, InterruptedError)):
                         raise
@@ -950,9 +951,9 @@ class Networking:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")
             path = os.fspath(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             if not _is_abstract(path):
                 _remove_stale_unix_socket(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.bind(path)
             except OSError as exc:
@@ -973,7 +974,7 @@ class Networking:
             bound = sock.getsockname()
             if bound and not _is_abstract(bound):
                 try:
-                    unix_paths[sock] = (bound, os.stat(bound).st_ino)
+                    unix_paths[sock] = (bound, _linux.stat(bound).st_ino)
                 except FileNotFoundError:
                     pass
         sock.setblocking(False)
@@ -1437,8 +1438,8 @@ def _remove_stale_unix_socket(path: str | bytes) -> None:
     """A socket file left by a server that died is removed, as asyncio does; anything else
     at that path is left alone (bind will then fail with "address in use")."""
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.remove(path)
+        if stat.S_ISSOCK(_linux.stat(path).st_mode):
+            _linux.remove(path)
     except FileNotFoundError:
         pass
     except OSError as err:

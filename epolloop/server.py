@@ -14,12 +14,13 @@ clients, as 3.11 never required).
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 from asyncio import AbstractServer, CancelledError, Future, tasks, trsock
 from collections.abc import Callable
 from typing import Any
+
+from . import _linux
 
 _WAIT_CLOSED_WAITS_FOR_CLIENTS = sys.version_info >= (3, 12, 1)
 
@@ -159,8 +160,8 @@ class Server(AbstractServer):
             return
         path, inode = entry
         try:
-            if os.stat(path).st_ino == inode:
-                os.unlink(path)
+            if _linux.stat(path).st_ino == inode:
+                _linux.remove(path)
         except FileNotFoundError:
             pass
 
