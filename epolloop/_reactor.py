@@ -250,6 +250,13 @@ class Reactor:
         """The loop's clock: time.monotonic(), at full resolution."""
         return monotonic()
 
+    def _now(self) -> float:
+        """The scheduler's clock: a ``time`` set on the loop itself (as
+        ``mock.patch.object(loop, "time")`` does) while there is one, since asyncio's scheduler
+        calls self.time(); time.monotonic() otherwise."""
+        clock = self.__dict__.get("time")
+        return monotonic() if clock is None else clock()
+
     def get_debug(self) -> bool:
         return self._debug
 
@@ -297,7 +304,7 @@ class Reactor:
         """Run callback(*args) *delay* seconds from now (at once if delay <= 0)."""
         if delay is None:
             raise TypeError("delay must not be None")
-        return self._schedule(monotonic() + delay, callback, args, context, "call_later")
+        return self._schedule(self._now() + delay, callback, args, context, "call_later")
 
     def call_at(
         self,
@@ -567,6 +574,10 @@ class Reactor:
             try:
                 if ready:  # a thread appended between our first look and the flag
                     ready_fds = self._epoll.poll(0)
+                elif "time" in self.__dict__:
+                    # Not the timerfd, which knows only the real clock: asyncio's timeout.
+                    timeout = max(0.0, timers[0][0] - self._now()) if timers else -1
+                    ready_fds = self._epoll.poll(min(timeout, 86400.0))
                 else:
                     if timers or self._timer_expired:
                         self._arm_timerfd()
@@ -602,7 +613,7 @@ class Reactor:
                     _linux.eventfd_drain(fd)
 
         if timers:
-            now = monotonic()
+            now = self._now()
             while timers and timers[0][0] <= now:
                 timer = heappop(timers)[2]
                 timer._scheduled = False

@@ -5,6 +5,7 @@ import math
 import random
 import time
 from fractions import Fraction
+from unittest import mock
 
 import pytest
 from _helpers import context_where_var_is, noop, record_var, var, var_set_to
@@ -268,6 +269,44 @@ def test_loop_time_is_time_monotonic(new_loop, loop_name):
     if loop_name == "uvloop" and outside:
         pytest.xfail("uvloop: loop.time() is libuv's clock truncated to whole milliseconds")
     assert not outside
+
+
+def test_a_time_patched_on_the_loop_is_the_schedulers_clock(new_loop, loop_name):
+    """asyncio's scheduler asks self.time(), so mock.patch.object(loop, "time") moves it (as
+    aiohttp's tests do to expire a keep-alive): call_later counts from the patched time, timers
+    are due when it reaches them, and a loop with nothing else to do waits by that clock, not
+    for the real deadline an hour away. Unpatched, the real clock is back."""
+    loop = new_loop()
+    start = loop.time()
+    fired = []
+
+    def fire(name):
+        fired.append(name)
+        if name == "at":
+            loop.stop()
+
+    with mock.patch.object(loop, "time", return_value=start) as patched:
+        later = loop.call_later(3600, fire, "later")
+        loop.call_at(start + 7200, fire, "at")
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert fired == []
+        patched.return_value = start + 3600
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        if loop_name == "uvloop" and fired == []:
+            pytest.xfail("uvloop: its scheduler reads libuv's clock, not loop.time()")
+        assert fired == ["later"]
+        patched.return_value = start + 7200
+        blocked = run_until_stopped(loop)  # nothing ready: the step that waits
+    assert later.when() == start + 3600
+    assert blocked
+    assert fired == ["later", "at"]
+    loop.call_later(0.001, fire, "real")
+    loop.call_later(0.002, loop.stop)
+    assert run_until_stopped(loop)
+    assert fired == ["later", "at", "real"]
+    loop.close()
 
 
 def test_timers_never_fire_early(new_loop, loop_name):

@@ -71,6 +71,9 @@ typedef struct ReactorObject {
     char closed, debug, stopping, polling;
     PyObject *thread_id;
     PyObject *current_handle;
+    /* A `time` set on the loop itself (mock.patch.object(loop, "time")), which is then the
+     * scheduler's clock, as asyncio's scheduler calls self.time(); NULL: CLOCK_MONOTONIC. */
+    PyObject *clock;
     struct ReactorObject *live_prev, *live_next; /* every open reactor, for fork */
     struct epoll_event events[MAX_EVENTS];
 } ReactorObject;
@@ -83,6 +86,20 @@ monotonic_now(void)
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* The scheduler's clock: see ReactorObject.clock. */
+static int
+scheduler_now(ReactorObject *self, double *now)
+{
+    if (self->clock == NULL) {
+        *now = monotonic_now();
+        return 0;
+    }
+    PyObject *result = PyObject_CallNoArgs(self->clock);
+    *now = result ? PyFloat_AsDouble(result) : -1.0;
+    Py_XDECREF(result);
+    return *now == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
 int
@@ -576,7 +593,10 @@ Reactor_call_later(ReactorObject *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     PyObject *delay = args[0];
-    double now = monotonic_now(), when;
+    double now, when;
+    if (scheduler_now(self, &now) < 0) {
+        return NULL;
+    }
     if (PyFloat_CheckExact(delay)) {
         when = now + PyFloat_AS_DOUBLE(delay);
     }
@@ -1123,10 +1143,10 @@ dispatch_events(ReactorObject *self, int count)
 static int
 queue_due_timers(ReactorObject *self)
 {
-    if (self->timers_len == 0) {
-        return 0;
+    double now;
+    if (self->timers_len == 0 || scheduler_now(self, &now) < 0) {
+        return self->timers_len == 0 ? 0 : -1;
     }
-    double now = monotonic_now();
     while (self->timers_len > 0 && self->timers[0]->deadline <= now) {
         TimerHandleObject *timer = heap_pop(self);
         int status = 0;
@@ -1187,6 +1207,24 @@ run_ready_debug(ReactorObject *self, Py_ssize_t count)
     return 0;
 }
 
+/* The poll's timeout in ms while a `time` set on the loop is the clock: until the earliest
+ * timer is due by it, as asyncio computes it (-1: no timer). */
+static int
+timeout_by_clock(ReactorObject *self, int *timeout)
+{
+    double now;
+    if (self->timers_len == 0) {
+        *timeout = -1;
+        return 0;
+    }
+    if (scheduler_now(self, &now) < 0) {
+        return -1;
+    }
+    double ms = ceil((self->timers[0]->deadline - now) * 1e3);
+    *timeout = ms < 0 ? 0 : ms > 86400e3 ? 86400000 : (int)ms;
+    return 0;
+}
+
 static int
 run_once(ReactorObject *self)
 {
@@ -1206,12 +1244,19 @@ run_once(ReactorObject *self)
         count = epoll_wait(self->epoll_fd, self->events, MAX_EVENTS, 0);
     }
     else {
-        if (arm_timerfd(self) < 0) {
+        int timeout = -1;
+        if (self->clock != NULL) {
+            /* Not the timerfd, which knows only the real clock: asyncio's timeout. */
+            if (timeout_by_clock(self, &timeout) < 0) {
+                return -1;
+            }
+        }
+        else if (arm_timerfd(self) < 0) {
             return -1;
         }
         self->polling = 1;
         Py_BEGIN_ALLOW_THREADS
-        count = epoll_wait(self->epoll_fd, self->events, MAX_EVENTS, -1);
+        count = epoll_wait(self->epoll_fd, self->events, MAX_EVENTS, timeout);
         Py_END_ALLOW_THREADS
         self->polling = 0;
     }
@@ -1436,6 +1481,7 @@ Reactor_traverse(ReactorObject *self, visitproc visit, void *arg)
     }
     Py_VISIT(self->thread_id);
     Py_VISIT(self->current_handle);
+    Py_VISIT(self->clock);
     return 0;
 }
 
@@ -1446,6 +1492,7 @@ Reactor_clear(ReactorObject *self)
     release_contents(&contents);
     Py_CLEAR(self->thread_id);
     Py_CLEAR(self->current_handle);
+    Py_CLEAR(self->clock);
     return 0;
 }
 
@@ -1651,6 +1698,18 @@ static PyMethodDef Reactor_methods[] = {
     {NULL},
 };
 
+/* Setting or deleting `time` on the loop sets or clears the scheduler's clock. */
+static int
+Reactor_setattro(ReactorObject *self, PyObject *name, PyObject *value)
+{
+    int status = PyObject_GenericSetAttr((PyObject *)self, name, value);
+    if (status == 0 && PyUnicode_Check(name) &&
+        PyUnicode_CompareWithASCIIString(name, "time") == 0) {
+        Py_XSETREF(self->clock, Py_XNewRef(value));
+    }
+    return status;
+}
+
 PyTypeObject Reactor_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "epolloop._core.Reactor",
@@ -1662,6 +1721,7 @@ PyTypeObject Reactor_Type = {
     .tp_dealloc = (destructor)Reactor_dealloc,
     .tp_traverse = (traverseproc)Reactor_traverse,
     .tp_clear = (inquiry)Reactor_clear,
+    .tp_setattro = (setattrofunc)Reactor_setattro,
     .tp_weaklistoffset = offsetof(ReactorObject, weakreflist),
     .tp_methods = Reactor_methods,
     .tp_members = Reactor_members,
