@@ -378,6 +378,7 @@ async def test_the_other_directions_methods(ends: Ends, loop_name: str) -> None:
     with pytest.raises((AttributeError, NotImplementedError)):  # asyncio's; uvloop's
         reader.write(b"wat")
     assert not writer.is_closing()
+    assert "read=" not in repr(writer)
     writer.write(b"still writable")
     assert await read_raw(r, 14) == b"still writable"
     reader.close()

@@ -34,7 +34,6 @@ import socket
 import warnings
 from asyncio import (
     BufferedProtocol,
-    ReadTransport,
     WriteTransport,
     constants,
     futures,
@@ -144,7 +143,7 @@ class FdTransport:
         state = "closed" if self._sock is None else "closing" if self._closing else "open"
         info = [type(self).__name__, state, f"fd={self._fd}"]
         if self._sock is not None:
-            if isinstance(self, ReadTransport):
+            if isinstance(self, Reading):  # (a write pipe is a ReadTransport too, as asyncio's)
                 info.append(f"read={'polling' if self.is_reading() else 'idle'}")
             if isinstance(self, WriteTransport):
                 info.append(f"write=<bufsize={self.get_write_buffer_size()}>")
