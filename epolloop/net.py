@@ -208,6 +208,7 @@ class Networking:
             # Unless another operation has taken over the fd since (it replaced our handle).
             if not handle.cancelled():
                 remove(fd)
+            future = None  # a failure's traceback holds this frame: no cycle through it
 
     def _recv(self, sock: socket.socket, n: int) -> bytes:
         """sock.recv(n) without its trap for large n: recv makes an n-byte object first,
@@ -577,6 +578,7 @@ class Networking:
                 functools.partial(self._connect_sock, errors, info, local_infos) for info in infos
             )
             sock, _, _ = await staggered.staggered_race(attempts, happy_eyeballs_delay, loop=self)
+            del attempts  # (it holds the error lists; see below)
         if sock is not None:
             return sock
         flat = [exc for attempt in errors for exc in attempt]
@@ -623,6 +625,8 @@ class Networking:
             if sock is not None:
                 sock.close()
             raise
+        finally:
+            errors = mine = None  # type: ignore[assignment]  # (as in _wait_ready)
 
     async def create_unix_connection(
         self,
@@ -1398,6 +1402,7 @@ def _complete_when_ready(future: Any, operation: Callable[[], Any], none_means_w
         raise
     except BaseException as exc:
         future.set_exception(exc)
+        future = None  # its traceback holds this frame: no cycle through it
     else:
         if result is not None or not none_means_wait:
             future.set_result(result)

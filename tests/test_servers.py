@@ -15,6 +15,7 @@ import asyncio
 import asyncio.trsock
 import contextlib
 import errno
+import gc
 import io
 import os
 import pathlib
@@ -836,6 +837,21 @@ async def test_connection_refused(host: str) -> None:
     loop = asyncio.get_running_loop()
     with bound_socket(host) as sock, pytest.raises(ConnectionRefusedError):
         await loop.create_connection(asyncio.Protocol, host, sock.getsockname()[1])
+
+
+async def test_a_refused_connections_error_is_not_kept_in_a_list() -> None:
+    """The attempts' error lists do not outlive create_connection: the error it raises is not
+    in one (through its traceback's frames they would make a reference cycle, and keep every
+    attempt's socket error, traceback and frames alive until the collector runs; CPython's
+    gh-124309 removed such cycles from asyncio). With happy_eyeballs_delay the attempts run
+    in asyncio's staggered_race, whose lists are its own."""
+    loop = asyncio.get_running_loop()
+    with bound_socket() as sock:
+        try:
+            await loop.create_connection(asyncio.Protocol, "127.0.0.1", sock.getsockname()[1])
+        except ConnectionRefusedError as exc:
+            error = exc
+    assert not [r for r in gc.get_referrers(error) if isinstance(r, list)]
 
 
 @pytest.mark.parametrize(
