@@ -1143,9 +1143,12 @@ dispatch_events(ReactorObject *self, int count)
 static int
 queue_due_timers(ReactorObject *self)
 {
+    if (self->timers_len == 0) {
+        return 0;
+    }
     double now;
-    if (self->timers_len == 0 || scheduler_now(self, &now) < 0) {
-        return self->timers_len == 0 ? 0 : -1;
+    if (scheduler_now(self, &now) < 0) {
+        return -1;
     }
     while (self->timers_len > 0 && self->timers[0]->deadline <= now) {
         TimerHandleObject *timer = heap_pop(self);
