@@ -92,7 +92,8 @@ class WritePipeTransport(QueuedWriting, FdTransport, Transport):
     """The write end of a pipe (or FIFO, socket, character device).
 
     An asyncio.Transport, not only a WriteTransport, as asyncio's is (through its
-    _FlowControlMixin): pause_reading() and the like raise NotImplementedError."""
+    _FlowControlMixin): pause_reading() and the like are asyncio.ReadTransport's own, which
+    refuse, as on asyncio."""
 
     _dropped_write_warning = "pipe closed by peer or os.write(pipe, data) raised exception."
     _drops_writes_after_close = True
