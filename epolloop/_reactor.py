@@ -574,9 +574,9 @@ class Reactor:
             try:
                 if ready:  # a thread appended between our first look and the flag
                     ready_fds = self._epoll.poll(0)
-                elif "time" in self.__dict__:
+                elif (clock := self.__dict__.get("time")) is not None:
                     # Not the timerfd, which knows only the real clock: asyncio's timeout.
-                    timeout = max(0.0, timers[0][0] - self._now()) if timers else -1
+                    timeout = max(0.0, timers[0][0] - clock()) if timers else -1
                     ready_fds = self._epoll.poll(min(timeout, 86400.0))
                 else:
                     if timers or self._timer_expired:

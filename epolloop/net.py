@@ -578,7 +578,6 @@ class Networking:
                 functools.partial(self._connect_sock, errors, info, local_infos) for info in infos
             )
             sock, _, _ = await staggered.staggered_race(attempts, happy_eyeballs_delay, loop=self)
-            del attempts  # (it holds the error lists; see below)
         if sock is not None:
             return sock
         flat = [exc for attempt in errors for exc in attempt]
